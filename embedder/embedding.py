@@ -1,0 +1,138 @@
+"""Embed any number of texts through one :class:`JinaClient`: batches, concurrency, splitting, per-row failures.
+
+Rows that cannot be embedded (empty text, an input the API rejects) become :class:`RowFailure` records with their
+reason instead of failing everything; errors that concern the whole job (bad key, no balance, invalid request
+fields) and transient errors that outlived their retries are raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from embedder.batching import MAX_CHARS_PER_TOKEN, TokenEstimator, plan_batches
+from embedder.client import EmbedOptions, JinaClient
+from embedder.errors import InputRejected, ResponseMismatch
+
+# Requests far above this many tokens take many seconds each and make the token rate lumpy; small enough to
+# spread over a minute's quota, large enough that requests-per-minute rarely binds before tokens-per-minute.
+DEFAULT_MAX_TOKENS_PER_REQUEST = 65_536
+
+
+@dataclass(frozen=True)
+class RowFailure:
+    """One input that was not embedded, and why."""
+
+    index: int
+    reason: str
+    error_class: str
+
+
+@dataclass
+class EmbedResult:
+    """Vectors in input order (zeros where ``ok`` is false), the failures, and what it cost."""
+
+    vectors: np.ndarray
+    ok: np.ndarray
+    failures: list[RowFailure] = field(default_factory=list)
+    tokens: int = 0
+    requests: int = 0
+    attempts: int = 0
+    rate_limited: int = 0
+    splits: int = 0
+
+
+class Embedder:
+    """Packs texts into requests for one model and options and runs up to ``concurrency`` of them at once."""
+
+    def __init__(self, client: JinaClient, options: EmbedOptions, *, max_inputs: int | None = None,
+                 max_tokens_per_request: int | None = None, concurrency: int = 4,
+                 estimator: TokenEstimator | None = None) -> None:
+        spec = options.spec
+        self.client = client
+        self.options = options
+        self.max_inputs = min(max_inputs or spec.max_inputs, spec.max_inputs)
+        self.max_tokens_per_request = max_tokens_per_request or DEFAULT_MAX_TOKENS_PER_REQUEST
+        if options.late_chunking:  # the API cuts a late-chunked request's concatenation at this many tokens
+            self.max_tokens_per_request = min(self.max_tokens_per_request, spec.late_chunking_max_tokens)
+        self.concurrency = max(1, concurrency)
+        self.estimator = estimator or TokenEstimator()
+        self.dimensions = spec.dimensions_or_default(options.dimensions)
+
+    def local_rejection(self, text: object) -> str | None:
+        """Why ``text`` cannot be sent at all, or None."""
+        if not isinstance(text, str):
+            return "text is null" if text is None else f"text is not a string ({type(text).__name__})"
+        if not text.strip():
+            return "text is empty or whitespace only"
+        limit = self.options.spec.max_tokens
+        if not self.options.truncate and len(text) > limit * MAX_CHARS_PER_TOKEN:
+            return (f"text of {len(text)} characters is certainly over the model's {limit}-token limit "
+                    f"(truncate is off)")
+        return None
+
+    async def embed(self, texts: Sequence[str | None], group_sizes: Sequence[int] | None = None) -> EmbedResult:
+        n = len(texts)
+        result = EmbedResult(vectors=np.zeros((n, self.dimensions), dtype=np.float32), ok=np.zeros(n, bool))
+        valid: list[int] = []
+        for index, text in enumerate(texts):
+            reason = self.local_rejection(text)
+            if reason is None:
+                valid.append(index)
+            else:
+                result.failures.append(RowFailure(index, reason, "EmptyText" if "empty" in reason or "null" in
+                                                  reason else "InputTooLong"))
+        if group_sizes is not None and len(valid) != n:
+            raise InputRejected("late chunking needs every chunk of a document: "
+                                f"{result.failures[0].reason} (input {result.failures[0].index})")
+        if not valid:
+            return result
+        lengths = np.fromiter((len(texts[i]) for i in valid), dtype=np.int64, count=len(valid))  # type: ignore
+        estimates = self.estimator.estimate_lengths(lengths)
+        try:
+            ranges = plan_batches(estimates, self.max_inputs, self.max_tokens_per_request, group_sizes)
+        except ValueError as exc:
+            raise InputRejected(f"late chunking: {exc}") from None
+        semaphore = asyncio.Semaphore(self.concurrency)
+        batches = [[valid[i] for i in range(start, end)] for start, end in ranges]
+        async with asyncio.TaskGroup() as group:
+            for indices in batches:
+                group.create_task(self._run(texts, indices, result, semaphore, splittable=group_sizes is None))
+        result.failures.sort(key=lambda failure: failure.index)
+        return result
+
+    async def _run(self, texts: Sequence[str | None], indices: list[int], result: EmbedResult,
+                   semaphore: asyncio.Semaphore, *, splittable: bool) -> None:
+        inputs = [texts[i] for i in indices]
+        chars = sum(len(text) for text in inputs)  # type: ignore[arg-type]
+        estimated = int(self.estimator.estimate_lengths(np.array([len(t) for t in inputs])).sum())  # type: ignore
+        try:
+            async with semaphore:
+                response = await self.client.embed(inputs, self.options, estimated)  # type: ignore[arg-type]
+        except InputRejected as exc:
+            if len(indices) == 1 or not splittable:
+                for index in indices:
+                    result.failures.append(RowFailure(index, exc.detail or str(exc), type(exc).__name__))
+                return
+            # One bad input (or too many) rejects the whole request: split it and send each half again.
+            result.splits += 1
+            middle = len(indices) // 2
+            await asyncio.gather(self._run(texts, indices[:middle], result, semaphore, splittable=True),
+                                 self._run(texts, indices[middle:], result, semaphore, splittable=True))
+            return
+        if response.vectors.shape[1] != result.vectors.shape[1]:
+            if result.ok.any():
+                raise ResponseMismatch(f"responses disagree on the vector size: {response.vectors.shape[1]} "
+                                       f"and {result.vectors.shape[1]}")
+            # a model not in the registry: its first answer tells the size
+            result.vectors = np.zeros((len(result.ok), response.vectors.shape[1]), dtype=np.float32)
+        result.vectors[indices] = response.vectors
+        result.ok[indices] = True
+        result.tokens += response.total_tokens
+        result.requests += 1
+        result.attempts += response.attempts
+        result.rate_limited += response.rate_limited
+        self.estimator.observe(chars, len(inputs), response.total_tokens)

@@ -1,0 +1,100 @@
+"""The error tree. Whether an error is retried is part of its type, never read from its message.
+
+    EmbedderError
+    ├── ConfigError                 bad job file / option; names the key
+    ├── InputError                  bad input data; names the file, column or row
+    ├── LedgerError                 checkpoint refused (fingerprint mismatch, unreadable ledger)
+    ├── SinkError                   a destination refused the data or its schema
+    └── JinaError                   anything that went wrong talking to the embeddings API
+        ├── TransientError          retried: 5xx, HTML bodies, timeouts, connection errors, malformed bodies
+        │   └── RateLimited         429; carries the limit kind and Retry-After
+        └── PermanentError          never retried as is
+            ├── InputRejected       400 about the input (too long, too many inputs)
+            ├── FatalError          stop the whole job: auth (401), balance (402/403), unknown model
+            └── ValidationError     422 / 400 about the request's fields: a configuration error
+
+Every ``JinaError`` carries the HTTP status, Jina's ``code`` and ``detail`` when there was a response. None of
+them ever holds the API key: messages are built from the response body and the request's non-secret fields only.
+"""
+
+from __future__ import annotations
+
+
+class EmbedderError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(EmbedderError):
+    """The job configuration is invalid; the message names the key."""
+
+
+class InputError(EmbedderError):
+    """The input data is invalid; the message names the file, the column or the row."""
+
+
+class LedgerError(EmbedderError):
+    """The checkpoint ledger cannot be used as asked (for example, another job's fingerprint)."""
+
+
+class SinkError(EmbedderError):
+    """A destination refused the data or its schema does not match the job."""
+
+
+class JinaError(EmbedderError):
+    """A request to the embeddings API failed."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
+                 detail: str | None = None, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.request_id = request_id
+
+    def __reduce__(self):  # keep the fields when Ray pickles the error across processes
+        return (_rebuild, (type(self), str(self), self.__dict__.copy()))
+
+
+def _rebuild(cls: type[JinaError], message: str, state: dict) -> JinaError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.__dict__.update(state)
+    return err
+
+
+class TransientError(JinaError):
+    """Worth retrying after a backoff: 5xx, an HTML or malformed body, a timeout, a dropped connection."""
+
+    retryable = True
+
+
+class RateLimited(TransientError):
+    """429: the key's request, token, concurrency or IP limit was exceeded."""
+
+    def __init__(self, message: str, *, kind: str = "unknown", retry_after: float | None = None,
+                 **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.kind = kind
+        self.retry_after = retry_after
+
+
+class PermanentError(JinaError):
+    """Retrying the same request cannot succeed."""
+
+
+class InputRejected(PermanentError):
+    """The API rejected the request's input: an input too long, or too many inputs in one request."""
+
+
+class FatalError(PermanentError):
+    """The whole job must stop: the key is missing or invalid, the balance is gone, the model does not exist."""
+
+
+class ValidationError(PermanentError):
+    """The request's fields are invalid for this model (422): a configuration error."""
+
+
+class ResponseMismatch(TransientError):
+    """A 200 response whose embeddings do not match the request (count, index or dimension)."""
