@@ -1,0 +1,407 @@
+"""The shape of a job configuration: one frozen dataclass per section of the job file.
+
+This module says what each key is, its default and its allowed values (in field metadata, read by the
+parser), and derives the effective values. Reading, overriding and validating a job file is
+:mod:`embedder.config`; import the public names from there.
+
+Every field is a key of the job file under its section (``[embedding] dimensions = 512``). The dataclasses
+hold no secrets: the API key and the Milvus token are read from the environment when they are needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import re
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from embedder.models import ModelSpec, is_known_model, model_spec
+
+MODES = ("full", "incremental")
+SOURCE_FORMATS = ("parquet", "jsonl", "csv", "arrow")
+EMBEDDING_TYPES = ("base64", "float")
+SINK_KINDS = ("parquet", "milvus")
+MILVUS_INDEX_TYPES = ("AUTOINDEX", "HNSW", "IVF_FLAT", "FLAT")
+MILVUS_METRICS = ("COSINE", "IP", "L2")
+DEFAULT_API_BASE = "https://api.jina.ai/v1"
+API_KEY_FALLBACK_ENVS = ("JINA_API_KEY", "JINAAI_API_KEY")
+MIB = 1024 * 1024
+# Milvus refuses gRPC messages over 64 MiB; an insert's protobuf framing adds to the raw bytes, so keep headroom.
+MILVUS_MAX_BATCH_BYTES = 48 * MIB
+FINGERPRINT_VERSION = 1
+"""Bumped when the meaning of a fingerprint field changes, so old ledgers are refused rather than misread."""
+
+
+def _key(default: Any, **checks: Any) -> Any:
+    """A field with a default and checks for the parser: ``ge``, ``gt``, ``le``, ``choices``, ``upper``."""
+    return field(default=default, metadata=checks)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceConfig:
+    """``[source]``: where the rows come from and which columns make the text."""
+
+    path: str
+    """File, directory, glob, or filesystem URI (``s3://bucket/prefix``, ``gs://...``). Required."""
+    format: str | None = _key(None, choices=SOURCE_FORMATS)
+    """parquet | jsonl | csv | arrow; ``None``: inferred from the file extensions."""
+    id_column: str = "id"
+    """Column holding each row's unique id (the output's primary key)."""
+    text_column: str | None = "text"
+    """Column holding the text to embed; ``None`` when ``text_template`` is used."""
+    text_template: str | None = None
+    """``str.format`` template over columns (``"{title}\\n\\n{body}"``), instead of ``text_column``."""
+    passthrough: tuple[str, ...] = ()
+    """Input columns copied unchanged next to each vector."""
+    shard_rows: int = _key(5000, ge=1)
+    """Target rows per shard (the unit of work, of output files and of checkpoints)."""
+    s3_endpoint: str = ""
+    """Endpoint of an S3-compatible store for every ``s3://`` path of the job; ``""``: AWS."""
+
+    @property
+    def template_fields(self) -> tuple[str, ...]:
+        """Column names used by ``text_template``, in order of first use (``()`` without a template)."""
+        if self.text_template is None:
+            return ()
+        names = (name for _, name, _, _ in string.Formatter().parse(self.text_template) if name)
+        return tuple(dict.fromkeys(names))
+
+    @property
+    def text_columns(self) -> tuple[str, ...]:
+        """The columns the text is built from."""
+        return (self.text_column,) if self.text_column is not None else self.template_fields
+
+    @property
+    def read_columns(self) -> tuple[str, ...]:
+        """Every column a worker reads: id, text columns, passthrough (no duplicates)."""
+        return tuple(dict.fromkeys((self.id_column, *self.text_columns, *self.passthrough)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbeddingConfig:
+    """``[embedding]``: the model, the request fields, and how requests are made."""
+
+    model: str = "jina-embeddings-v3"
+    """Jina model name; unknown names need ``allow_unknown_model``."""
+    allow_unknown_model: bool = False
+    """Accept a model name not in :data:`embedder.models.MODELS` (its limits are then not checked)."""
+    task: str | None = None
+    """Task adapter; when omitted the loader picks ``retrieval.passage`` if the model has it, else none."""
+    dimensions: int | None = None
+    """Output size (Matryoshka truncation); ``None``: the model's default size."""
+    late_chunking: bool = False
+    """Embed a request's inputs as one sequence, then split (needs a model that supports it)."""
+    normalized: bool = True
+    """Ask for L2-normalised vectors."""
+    truncate: bool = False
+    """Let the API cut inputs over the model's token limit (``false``: such rows are dead-lettered)."""
+    embedding_type: str = _key("base64", choices=EMBEDDING_TYPES)
+    """Wire format (``base64`` is ~4x smaller); the stored vector is float32 either way."""
+    api_base: str = DEFAULT_API_BASE
+    """Base URL of the API; the environment variable ``JINA_API_BASE`` overrides it."""
+    api_key_env: str = "JINA_API_KEY"
+    """NAME of the environment variable holding the key (never the key itself)."""
+    batch_size: int = _key(0, ge=0)
+    """Inputs per request; 0: the model's ``max_inputs``."""
+    max_tokens_per_request: int = _key(0, ge=0)
+    """Estimated-token budget of one request; 0: automatic."""
+    timeout_s: float = _key(120.0, gt=0)
+    """Seconds before one request is abandoned and retried (large requests can be slow)."""
+    max_retries: int = _key(10, ge=0)
+    """Retries of one request after transient failures (429, 5xx, timeouts) before it fails."""
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The model's limits (generic limits for a model not listed)."""
+        return model_spec(self.model)
+
+    @property
+    def is_known_model(self) -> bool:
+        """Whether :data:`embedder.models.MODELS` lists the model (its limits are then checked)."""
+        return is_known_model(self.model)
+
+    @property
+    def effective_dimensions(self) -> int:
+        """The vector size the job produces."""
+        return self.dimensions if self.dimensions is not None else self.spec.default_dimensions
+
+    @property
+    def effective_batch_size(self) -> int:
+        """Inputs per request after applying the ``0 = model maximum`` rule."""
+        return self.batch_size or self.spec.max_inputs
+
+    @property
+    def api_key_envs(self) -> tuple[str, ...]:
+        """Environment variables searched for the key, in order."""
+        return tuple(dict.fromkeys((self.api_key_env, *API_KEY_FALLBACK_ENVS)))
+
+    def api_key_source(self, environ: Mapping[str, str] = os.environ) -> str | None:
+        """Name of the first variable of :attr:`api_key_envs` that is set and non-empty."""
+        return next((name for name in self.api_key_envs if environ.get(name)), None)
+
+    def api_key(self, environ: Mapping[str, str] = os.environ) -> str | None:
+        """The API key from the environment, or ``None``."""
+        name = self.api_key_source(environ)
+        return environ[name] if name is not None else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LimitsConfig:
+    """``[limits]``: the key's quota, enforced for the whole cluster, and the price used for estimates."""
+
+    rpm: int = _key(500, ge=1)
+    """Requests per minute."""
+    tpm: int = _key(1_000_000, ge=1)
+    """Tokens per minute."""
+    max_concurrency: int = _key(5, ge=1)
+    """Requests in flight at once across all workers."""
+    price_per_million_tokens: float = _key(0.05, ge=0)
+    """USD per million tokens, for cost estimates and reports only."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkersConfig:
+    """``[workers]``: the embedding actors."""
+
+    count: int = _key(4, ge=1)
+    """Number of EmbedWorker actors."""
+    cpus_per_worker: float = _key(0.25, ge=0)
+    """Ray CPUs reserved per worker (they mostly wait on the network, so a fraction)."""
+    max_shards_in_flight: int = _key(0, ge=0)
+    """Shards dispatched but not yet written; bounds memory. 0: ``2 × count``."""
+
+    @property
+    def effective_max_shards_in_flight(self) -> int:
+        """Shards in flight after applying the ``0 = 2 × count`` rule."""
+        return self.max_shards_in_flight or 2 * self.count
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParquetSinkConfig:
+    """``[sink] kind = "parquet"``: one Parquet part file per shard."""
+
+    kind: Literal["parquet"] = "parquet"
+    """Sink type."""
+    path: str
+    """Output directory or URI (``s3://bucket/prefix``). Required."""
+
+    @property
+    def target(self) -> dict[str, str]:
+        """Where the vectors go, as hashed into the fingerprint."""
+        return {"kind": self.kind, "path": _normalise_location(self.path)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class MilvusSinkConfig:
+    """``[sink] kind = "milvus"``: upserts into a Milvus collection (Milvus Lite for a local path)."""
+
+    kind: Literal["milvus"] = "milvus"
+    """Sink type."""
+    uri: str = "milvus.db"
+    """Local ``*.db`` path (Milvus Lite) or server URL (``http://host:19530``)."""
+    collection: str = "embeddings"
+    """Collection name; created when missing."""
+    db_name: str = ""
+    """Database on a server; ``""``: the server's default database."""
+    index_type: str = _key("AUTOINDEX", choices=MILVUS_INDEX_TYPES, upper=True)
+    """Vector index created with the collection."""
+    index_params: dict[str, Any] = field(default_factory=dict, hash=False)
+    """Extra index build parameters (``{M = 16, efConstruction = 200}`` for HNSW)."""
+    metric: str = _key("COSINE", choices=MILVUS_METRICS, upper=True)
+    """Similarity metric of the index."""
+    id_field: str = "id"
+    """Primary-key field name."""
+    vector_field: str = "vector"
+    """FLOAT_VECTOR field name."""
+    enable_dynamic_field: bool = False
+    """Create the collection with Milvus' dynamic field enabled."""
+    batch_bytes: int = _key(16 * MIB, ge=1, le=MILVUS_MAX_BATCH_BYTES)
+    """Upper bound of one upsert's payload."""
+    token_env: str = "MILVUS_TOKEN"
+    """NAME of the environment variable holding the server token (``user:password`` or API key)."""
+
+    @property
+    def is_lite(self) -> bool:
+        """True for a local Milvus Lite database file (only one process may open it)."""
+        return "://" not in self.uri
+
+    @property
+    def target(self) -> dict[str, str]:
+        """Where the vectors go, as hashed into the fingerprint."""
+        location = _normalise_location(self.uri)
+        return {"kind": self.kind, "uri": location, "db_name": self.db_name or "default",
+                "collection": self.collection}
+
+    def token(self, environ: Mapping[str, str] = os.environ) -> str | None:
+        """The server token from the environment, or ``None`` (Milvus Lite needs none)."""
+        return environ.get(self.token_env) or None
+
+
+SinkConfig = ParquetSinkConfig | MilvusSinkConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointConfig:
+    """``[checkpoint]``: the ledger of finished shards."""
+
+    path: str = ""
+    """Ledger directory or URI; ``""``: derived from the first sink (see docs/configuration.md)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProgressConfig:
+    """``[progress]``: live progress output."""
+
+    interval_s: float = _key(5.0, gt=0)
+    """Seconds between progress log lines when stderr is not a terminal."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobConfig:
+    """A whole validated job. Build it with :func:`embedder.config.load_job` or ``parse_job``."""
+
+    mode: str = _key("full", choices=MODES)
+    """``full``: the whole source; ``incremental``: extend an earlier run's output with new shards."""
+    source: SourceConfig
+    """``[source]``: the input rows."""
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    """``[embedding]``: model and request fields."""
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    """``[limits]``: the key's quota and price."""
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
+    """``[workers]``: the embedding actors."""
+    sinks: tuple[SinkConfig, ...]
+    """``[sink]`` or ``[[sinks]]``: one or more destinations, in file order."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """``[checkpoint]``: the ledger; its path is always filled in by the loader."""
+    progress: ProgressConfig = field(default_factory=ProgressConfig)
+    """``[progress]``: progress output."""
+    config_path: str | None = None
+    """The job file this came from (``None`` when built from a dict)."""
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """What changes the vectors or their destination; a ledger of another fingerprint is refused.
+
+        Not included: limits, workers, api_base, batch sizes, timeouts, embedding_type (the stored
+        vector is the same float32 either way), the source path (shard ids already carry the file URIs).
+        ``shard_rows`` is included: it decides the shard ids, so changing it would duplicate output.
+        """
+        emb, src = self.embedding, self.source
+        return {
+            "fingerprint_version": FINGERPRINT_VERSION,
+            "model": emb.model,
+            "task": emb.task,
+            "dimensions": emb.effective_dimensions,
+            "normalized": emb.normalized,
+            "late_chunking": emb.late_chunking,
+            "truncate": emb.truncate,
+            "id_column": src.id_column,
+            "text_column": src.text_column,
+            "text_template": src.text_template,
+            # the set of output columns matters, not the order they were listed in
+            "passthrough": sorted(src.passthrough),
+            # shard ids hash row ranges: re-sharding the same files would write every row a second time
+            "shard_rows": src.shard_rows,
+            "sinks": sorted((sink.target for sink in self.sinks), key=lambda t: json.dumps(t, sort_keys=True)),
+        }
+
+    def fingerprint(self) -> str:
+        """sha256 hex of :meth:`fingerprint_fields` as canonical JSON."""
+        blob = json.dumps(self.fingerprint_fields(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def api_key(self, environ: Mapping[str, str] = os.environ) -> str | None:
+        """The Jina API key: ``$<api_key_env>``, then ``$JINA_API_KEY``, then ``$JINAAI_API_KEY``."""
+        return self.embedding.api_key(environ)
+
+    def to_display_dict(self, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The effective configuration for printing; secrets appear only as set/unset markers."""
+        env = os.environ if environ is None else environ
+        emb = self.embedding
+        embedding = asdict(emb)
+        embedding.update(task=emb.task, dimensions=emb.effective_dimensions,
+                         batch_size=emb.effective_batch_size, api_base=mask_uri(emb.api_base),
+                         api_key=_secret_marker(emb.api_key_source(env), emb.api_key_envs))
+        workers = asdict(self.workers)
+        workers["max_shards_in_flight"] = self.workers.effective_max_shards_in_flight
+        source = asdict(self.source)
+        source.update(path=mask_uri(self.source.path), passthrough=list(self.source.passthrough),
+                      s3_endpoint=mask_uri(self.source.s3_endpoint))
+        return {
+            "config_path": self.config_path,
+            "mode": self.mode,
+            "fingerprint": self.fingerprint(),
+            "source": source,
+            "embedding": embedding,
+            "limits": asdict(self.limits),
+            "workers": workers,
+            "sinks": [_display_sink(sink, env) for sink in self.sinks],
+            "checkpoint": {"path": mask_uri(self.checkpoint.path)},
+            "progress": asdict(self.progress),
+        }
+
+
+# The job file's tables, by name (``[[sinks]]`` entries pick their class by ``kind``).
+SECTIONS: dict[str, type] = {"source": SourceConfig, "embedding": EmbeddingConfig, "limits": LimitsConfig,
+                             "workers": WorkersConfig, "checkpoint": CheckpointConfig, "progress": ProgressConfig}
+SINK_CLASSES: dict[str, type[ParquetSinkConfig] | type[MilvusSinkConfig]] = {
+    "parquet": ParquetSinkConfig, "milvus": MilvusSinkConfig}
+TOP_LEVEL_KEYS = ("mode", *SECTIONS, "sink", "sinks")
+
+
+def _display_sink(sink: SinkConfig, environ: Mapping[str, str]) -> dict[str, Any]:
+    shown = asdict(sink)
+    if isinstance(sink, ParquetSinkConfig):
+        shown["path"] = mask_uri(sink.path)
+        return shown
+    shown["uri"] = mask_uri(sink.uri)
+    if sink.is_lite:
+        shown["token"] = "<not used by Milvus Lite>"
+    else:
+        source = sink.token_env if sink.token(environ) is not None else None
+        shown["token"] = _secret_marker(source, (sink.token_env,))
+    return shown
+
+
+def _secret_marker(source: str | None, looked_in: tuple[str, ...]) -> str:
+    if source is not None:
+        return f"<from ${source}: set>"
+    return "<unset: " + ", ".join(f"${name}" for name in looked_in) + ">"
+
+
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@")
+
+
+def mask_uri(uri: str) -> str:
+    """``uri`` with any ``user:password@`` part replaced by ``***@``."""
+    return _USERINFO.sub(r"\1***@", uri)
+
+
+def _normalise_location(location: str) -> str:
+    """One spelling per place: ``out/x/`` and ``./out/x`` are the same directory, ``s3://b/p/`` is ``s3://b/p``."""
+    if "://" in location:
+        return location.rstrip("/") if not location.endswith("://") else location
+    return posixpath.normpath(location)
+
+
+def default_checkpoint_path(sinks: Sequence[SinkConfig]) -> str:
+    """``<first parquet sink>/_checkpoint``; else next to the Milvus Lite file, or under ``embedder-state``."""
+    for sink in sinks:
+        if isinstance(sink, ParquetSinkConfig):
+            return _join(sink.path, "_checkpoint")
+    milvus = next(sink for sink in sinks if isinstance(sink, MilvusSinkConfig))
+    base = (os.path.dirname(milvus.uri) or ".") if milvus.is_lite else "embedder-state"
+    return _join(_join(base, milvus.collection), "_checkpoint")
+
+
+def _join(base: str, name: str) -> str:
+    """Join with ``/`` for local paths and URIs alike (``s3://b/p/`` + ``x`` → ``s3://b/p/x``)."""
+    stripped = base.rstrip("/")
+    if not stripped or stripped.endswith(":"):  # "/" or "s3://bucket" edge: keep the slashes we stripped
+        return base + ("" if base.endswith("/") else "/") + name
+    return f"{stripped}/{name}"
