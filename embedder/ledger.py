@@ -1,0 +1,343 @@
+"""The checkpoint ledger: a folder (local or object storage) that says which shards are finished.
+
+Layout::
+
+    <ledger>/fingerprint.json        the job's fingerprint and the fields it hashes
+    <ledger>/plan.json               the latest plan (rewritten each run); shard ids inline, or in
+    <ledger>/plan_shards.parquet     ... when there are more than INLINE_SHARD_IDS of them
+    <ledger>/done/<shard_id>.json    one marker per finished shard
+    <ledger>/_failed/<shard_id>.parquet   dead-letter rows of that shard
+    <ledger>/heartbeat.json          counters of the running driver, rewritten every few seconds
+    <ledger>/run_report.json         written at the end of a run
+
+A done marker is the only truth that a shard is finished, like dlt's ``completed_jobs/`` folder: it is written
+atomically (see :mod:`embedder.fsutil`) after the sinks hold the shard and after its dead-letter rows, so a crash
+at any point leaves either no marker (the shard is done again, its files replaced) or a complete one. Dead-letter
+files without a marker are ignored for the same reason.
+
+The ledger stores no secrets: nothing here takes credentials, and every write refuses secret-looking field names
+(``api_key``, ``token``, ``password``...) and the value of ``$JINA_API_KEY`` (see :func:`check_no_secrets`).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import socket
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from embedder import fsutil
+from embedder.errors import LedgerError
+
+FINGERPRINT_FILE = "fingerprint.json"
+PLAN_FILE = "plan.json"
+PLAN_SHARDS_FILE = "plan_shards.parquet"
+DONE_DIR = "done"
+FAILED_DIR = "_failed"
+HEARTBEAT_FILE = "heartbeat.json"
+REPORT_FILE = "run_report.json"
+INLINE_SHARD_IDS = 10_000
+"""Plans with more shards keep their ids in ``plan_shards.parquet`` so ``plan.json`` stays small."""
+
+FAILED_SCHEMA = pa.schema([
+    ("shard_id", pa.string()), ("id", pa.string()), ("_row", pa.int64()), ("file", pa.string()),
+    ("reason", pa.string()), ("error_class", pa.string()),
+])
+"""Dead-letter rows: the row's id (as text), its row number in ``file``, why it failed and the error's class."""
+
+SECRET_NAMES = frozenset({
+    "api_key", "apikey", "jina_api_key", "token", "password", "passwd", "secret", "secret_key",
+    "access_key", "secret_access_key", "aws_secret_access_key", "authorization", "session_token",
+})
+SECRET_ENV_VARS = ("JINA_API_KEY",)
+
+
+def check_no_secrets(obj: Any, where: str) -> None:
+    """Refuse to persist a secret-looking field name or the value of a secret environment variable."""
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                if str(key).lower() in SECRET_NAMES:
+                    raise ValueError(f"refusing to store field {path}{key!s} in the ledger ({where}): "
+                                     "it looks like a secret")
+                walk(item, f"{path}{key}.")
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item, path)
+
+    walk(obj, "")
+    text = json.dumps(obj, default=fsutil.json_default)
+    for name in SECRET_ENV_VARS:
+        secret = os.environ.get(name, "")
+        if len(secret) >= 8 and secret in text:
+            raise ValueError(f"refusing to store the value of ${name} in the ledger ({where})")
+
+
+class Ledger:
+    """A job's checkpoint folder. Get one with :meth:`open` (a run) or :meth:`load` (read-only, for status)."""
+
+    def __init__(self, filesystem: pafs.FileSystem, root: str, location: str) -> None:
+        self.filesystem = filesystem
+        self.root = root
+        self.location = location
+        """The folder as the user gave it (a local path made absolute, or a URI)."""
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, location: str, fingerprint: str, fields: dict, *, restart: bool = False,
+             filesystem: pafs.FileSystem | None = None, filesystem_options: dict | None = None) -> Ledger:
+        """Open (or create) the ledger of the job with ``fingerprint``.
+
+        Same fingerprint: reuse the finished shards. Another fingerprint: ``LedgerError`` listing the fields that
+        differ, unless ``restart``, which deletes markers, dead letters, plan, heartbeat and report first.
+        ``location`` is a local path or a URI; ``filesystem`` or ``filesystem_options`` work as in
+        :func:`embedder.fsutil.resolve` (S3 also honours ``$AWS_ENDPOINT_URL``).
+        """
+        check_no_secrets(fields, FINGERPRINT_FILE)
+        ledger = cls._at(location, filesystem, filesystem_options)
+        try:
+            existing = ledger.read_fingerprint()
+        except LedgerError:
+            if not restart:
+                raise
+            existing = None  # an unreadable fingerprint is what --restart is for
+        if restart:
+            ledger._wipe()
+        elif existing is None:
+            if ledger.done_ids():
+                raise LedgerError(f"checkpoint ledger {ledger.location} has done markers but no "
+                                  f"{FINGERPRINT_FILE}; use --restart to start over "
+                                  "(finished shards will be embedded again)")
+        elif existing.get("fingerprint") != fingerprint:
+            raise LedgerError(_mismatch_message(ledger.location, existing, fingerprint, fields))
+        if restart or existing is None:
+            fsutil.ensure_dir(ledger.filesystem, ledger.root)
+            fsutil.write_json_atomic(ledger.filesystem, ledger._path(FINGERPRINT_FILE), {
+                "fingerprint": fingerprint, "fields": fields, "created_at": fsutil.now_iso(),
+                "embedder_version": _version(),
+            })
+        for sub in (DONE_DIR, FAILED_DIR):
+            fsutil.ensure_dir(ledger.filesystem, ledger._path(sub))
+        return ledger
+
+    @classmethod
+    def load(cls, location: str, *, filesystem: pafs.FileSystem | None = None,
+             filesystem_options: dict | None = None) -> Ledger:
+        """Open an existing ledger read-only; ``LedgerError`` when there is none at ``location``."""
+        ledger = cls._at(location, filesystem, filesystem_options)
+        if ledger.read_fingerprint() is None:
+            raise LedgerError(f"no checkpoint ledger at {ledger.location} ({FINGERPRINT_FILE} not found)")
+        return ledger
+
+    @classmethod
+    def _at(cls, location: str, filesystem: pafs.FileSystem | None, options: dict | None) -> Ledger:
+        fs, root = fsutil.resolve(location, filesystem, options)
+        shown = location if filesystem is not None or "://" in location else root
+        return cls(fs, root, shown)
+
+    def read_fingerprint(self) -> dict | None:
+        """The content of ``fingerprint.json``; ``None`` when missing, ``LedgerError`` when unreadable."""
+        data = self._read_json(FINGERPRINT_FILE)
+        if data is not None and not (isinstance(data, dict) and "fingerprint" in data):
+            raise LedgerError(f"{self._show(FINGERPRINT_FILE)} is not a ledger fingerprint file")
+        return data
+
+    def _wipe(self) -> None:
+        # markers first: they are the truth; whatever survives an interrupted wipe is redone or wiped again
+        fsutil.delete_dir_contents(self.filesystem, self._path(DONE_DIR))
+        fsutil.delete_dir_contents(self.filesystem, self._path(FAILED_DIR))
+        fsutil.delete_files(self.filesystem, [self._path(n) for n in (
+            REPORT_FILE, HEARTBEAT_FILE, PLAN_FILE, PLAN_SHARDS_FILE, FINGERPRINT_FILE)])
+
+    # ------------------------------------------------------------------ done markers
+    def done_ids(self) -> set[str]:
+        """Ids of the finished shards: one listing of ``done/``, no file reads."""
+        return {name[:-5] for name in fsutil.list_files(self.filesystem, self._path(DONE_DIR))
+                if name.endswith(".json") and not name.startswith((".", "_"))}
+
+    def done_markers(self) -> list[dict]:
+        """Every done marker's content, sorted by shard id (reads them in parallel)."""
+        def read(shard_id: str) -> dict | None:
+            return self._read_json(f"{DONE_DIR}/{shard_id}.json")
+
+        markers = fsutil.parallel_map(read, sorted(self.done_ids()), fsutil.io_threads(self.filesystem))
+        return [m for m in markers if m is not None]  # a marker forgotten meanwhile is simply gone
+
+    def mark_done(self, shard_id: str, info: dict, failed_rows: pa.Table | None = None) -> None:
+        """Record ``shard_id`` as finished. Call only after every sink holds the shard.
+
+        ``failed_rows`` (columns ``id``, ``_row``, ``file``, ``reason``, ``error_class``) replace the shard's
+        previous dead letters; none removes them. They are written before the marker, so a marker always has
+        its dead letters in place.
+        """
+        fsutil.check_name(shard_id)
+        check_no_secrets(info, f"done marker of {shard_id}")
+        failed_path = self._failed_path(shard_id)
+        n_failed = 0 if failed_rows is None else failed_rows.num_rows
+        if n_failed:
+            buf = pa.BufferOutputStream()
+            pq.write_table(_dead_letters(shard_id, failed_rows), buf, compression="zstd")
+            fsutil.write_atomic(self.filesystem, failed_path, buf.getvalue())
+        else:
+            fsutil.delete_files(self.filesystem, [failed_path])
+        marker = {"failed": n_failed, **info, "shard_id": shard_id, "finished_at": fsutil.now_iso()}
+        fsutil.write_json_atomic(self.filesystem, self._marker_path(shard_id), marker, indent=None)
+
+    def forget(self, shard_ids: Iterable[str]) -> None:
+        """Remove the done markers of ``shard_ids`` so the next run does them again (``--retry-failed``)."""
+        fsutil.delete_files(self.filesystem, [self._marker_path(fsutil.check_name(s)) for s in shard_ids])
+
+    # ------------------------------------------------------------------ dead letters
+    def failed_rows(self) -> pa.Table:
+        """All dead-letter rows of finished shards (:data:`FAILED_SCHEMA`; empty table when there are none)."""
+        paths = [self._failed_path(s) for s in sorted(self.failed_shard_ids())]
+
+        def read(path: str) -> pa.Table | None:
+            data = fsutil.read_bytes(self.filesystem, path)
+            return None if data is None else pq.read_table(pa.BufferReader(data), schema=FAILED_SCHEMA)
+
+        tables = [t for t in fsutil.parallel_map(read, paths, fsutil.io_threads(self.filesystem)) if t is not None]
+        return pa.concat_tables(tables) if tables else FAILED_SCHEMA.empty_table()
+
+    def failed_shard_ids(self) -> set[str]:
+        """Finished shards that have dead-letter rows (one listing each of ``_failed/`` and ``done/``)."""
+        names = fsutil.list_files(self.filesystem, self._path(FAILED_DIR))
+        ids = {n[:-8] for n in names if n.endswith(".parquet") and not n.startswith((".", "_"))}
+        return ids & self.done_ids()
+
+    def clear_failed(self, shard_ids: Iterable[str]) -> None:
+        """Delete the dead letters of ``shard_ids`` (after a retry made them succeed)."""
+        fsutil.delete_files(self.filesystem, [self._failed_path(fsutil.check_name(s)) for s in shard_ids])
+
+    # ------------------------------------------------------------------ plan, heartbeat, report
+    def write_plan(self, summary: dict, shard_ids: list[str]) -> None:
+        """Record this run's plan: ``summary`` (rows, files...) plus the shard ids, with ``shards`` and
+        ``started_at`` filled in."""
+        check_no_secrets(summary, PLAN_FILE)
+        plan = {**summary, "shards": len(shard_ids), "started_at": fsutil.now_iso()}
+        if len(shard_ids) <= INLINE_SHARD_IDS:
+            plan["shard_ids"] = list(shard_ids)
+        else:
+            buf = pa.BufferOutputStream()
+            pq.write_table(pa.table({"shard_id": pa.array(shard_ids, pa.string())}), buf)
+            fsutil.write_atomic(self.filesystem, self._path(PLAN_SHARDS_FILE), buf.getvalue())
+            plan["shard_ids_file"] = PLAN_SHARDS_FILE
+        fsutil.write_json_atomic(self.filesystem, self._path(PLAN_FILE), plan)
+
+    def read_plan(self, *, include_shard_ids: bool = True) -> dict | None:
+        """The latest plan, or ``None``. ``shard_ids`` is always a list when ``include_shard_ids``; without it
+        the (possibly large) id list is left out."""
+        plan = self._read_json(PLAN_FILE)
+        if plan is None:
+            return None
+        ids_file = plan.pop("shard_ids_file", None)
+        if not include_shard_ids:
+            plan.pop("shard_ids", None)
+        elif ids_file is not None:
+            data = fsutil.read_bytes(self.filesystem, self._path(ids_file))
+            if data is None:
+                raise LedgerError(f"{self._show(PLAN_FILE)} refers to missing {ids_file}")
+            plan["shard_ids"] = pq.read_table(pa.BufferReader(data)).column("shard_id").to_pylist()
+        return plan
+
+    def write_heartbeat(self, counters: dict) -> None:
+        """Save the running driver's counters. ``embedder status`` understands ``rows``, ``embedded``,
+        ``failed``, ``tokens``, ``shards_done``, ``shards_in_flight``, ``elapsed_s``, ``rows_per_s`` and
+        ``tokens_per_min``; other keys are shown as they are."""
+        check_no_secrets(counters, HEARTBEAT_FILE)
+        beat = {**counters, "updated_at": fsutil.now_iso(), "unix_time": time.time(),
+                "host": socket.gethostname(), "pid": os.getpid()}
+        fsutil.write_json_atomic(self.filesystem, self._path(HEARTBEAT_FILE), beat, indent=None)
+
+    def read_heartbeat(self) -> dict | None:
+        return self._read_json(HEARTBEAT_FILE)
+
+    def write_report(self, report: dict) -> None:
+        """Save the run report (``finished_at`` is added when missing)."""
+        check_no_secrets(report, REPORT_FILE)
+        fsutil.write_json_atomic(self.filesystem, self._path(REPORT_FILE),
+                                 {**report, "finished_at": report.get("finished_at") or fsutil.now_iso()})
+
+    def read_report(self) -> dict | None:
+        return self._read_json(REPORT_FILE)
+
+    # ------------------------------------------------------------------ paths
+    def _path(self, name: str) -> str:
+        return fsutil.join(self.root, name)
+
+    def _marker_path(self, shard_id: str) -> str:
+        return self._path(f"{DONE_DIR}/{shard_id}.json")
+
+    def _failed_path(self, shard_id: str) -> str:
+        return self._path(f"{FAILED_DIR}/{shard_id}.parquet")
+
+    def _show(self, name: str) -> str:
+        return fsutil.join(self.location, name)
+
+    def _read_json(self, name: str) -> Any | None:
+        try:
+            return fsutil.read_json(self.filesystem, self._path(name))
+        except ValueError as exc:
+            raise LedgerError(f"{self._show(name)} is not valid JSON: {exc}") from exc
+        except OSError as exc:
+            raise LedgerError(f"cannot read {self._show(name)}: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.location!r})"
+
+
+def _dead_letters(shard_id: str, rows: pa.Table) -> pa.Table:
+    """``rows`` in :data:`FAILED_SCHEMA`: ids as text, the shard id added, missing columns null."""
+    n = rows.num_rows
+    columns = []
+    for field in FAILED_SCHEMA:
+        if field.name == "shard_id":
+            columns.append(pa.array([shard_id] * n, pa.string()))
+        elif field.name in rows.column_names:
+            columns.append(rows.column(field.name).cast(field.type))
+        else:
+            columns.append(pa.nulls(n, field.type))
+    return pa.Table.from_arrays(columns, schema=FAILED_SCHEMA)
+
+
+def flatten_fields(fields: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested fields as one level of dotted keys (``sink.uri``)."""
+    flat: dict[str, Any] = {}
+    for key, value in fields.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten_fields(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _mismatch_message(location: str, existing: dict, fingerprint: str, fields: dict) -> str:
+    old, new = flatten_fields(existing.get("fields") or {}), flatten_fields(fields)
+    missing = object()
+
+    def show(value: Any) -> str:
+        return "(unset)" if value is missing else json.dumps(value, default=str)
+
+    diffs = [f"  {key}: {show(old.get(key, missing))} → {show(new.get(key, missing))}"
+             for key in sorted(old.keys() | new.keys()) if old.get(key, missing) != new.get(key, missing)]
+    if not diffs:
+        diffs = [f"  fingerprint: {existing.get('fingerprint')} → {fingerprint} (same fields: the fingerprint "
+                 "recipe changed)"]
+    return (f"checkpoint ledger {location} belongs to a different job; these settings differ (old → new):\n"
+            + "\n".join(diffs)
+            + "\nuse --restart to start over (finished shards will be embedded again), "
+              "or choose another checkpoint folder")
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("embedder")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
