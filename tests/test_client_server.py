@@ -198,9 +198,9 @@ def test_over_long_input_is_rejected_alone_and_the_rest_embedded(jina, api_key):
 
 
 def test_function_names_the_position_of_a_rejected_input(jina, api_key):
-    with JinaEmbeddingFunction(api_key=api_key, api_base=jina.url) as ef:
-        with pytest.raises(InputRejected, match="input 1 was not embedded: .*8192 tokens"):
-            ef.encode_documents(["ok", "word " * 9000])
+    with (JinaEmbeddingFunction(api_key=api_key, api_base=jina.url) as ef,
+          pytest.raises(InputRejected, match=r"input 1 was not embedded: .*8192 tokens")):
+        ef.encode_documents(["ok", "word " * 9000])
 
 
 def test_late_chunking_keeps_a_document_in_one_request(jina, api_key):

@@ -117,7 +117,8 @@ def test_rate_limited_carries_kind_and_retry_after():
     assert response.attempts == 2 and response.rate_limited == 1
 
     def always_429(request):
-        return httpx.Response(429, headers={"Retry-After": "0"}, json={"detail": "x", "code": "RATE_TOKEN_LIMIT_EXCEEDED"})
+        return httpx.Response(429, headers={"Retry-After": "0"},
+                              json={"detail": "x", "code": "RATE_TOKEN_LIMIT_EXCEEDED"})
 
     with pytest.raises(RateLimited) as info:
         _run(_embed(_client(always_429), ["a"]))

@@ -1,0 +1,189 @@
+"""``run_job``: plan, consult the ledger, embed what is left on Ray, commit the sinks, write the report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import pyarrow as pa
+
+from embedder.client import EmbedOptions
+from embedder.config import JobConfig
+from embedder.errors import ConfigError, FatalError
+from embedder.ledger import Ledger
+from embedder.limiter import Limits
+from embedder.planning import JobPlan, build_plan, filesystem_options, read_spec
+from embedder.progress import ProgressDisplay, ProgressState
+from embedder.secrets import Secret
+from embedder.sinks.base import Sink, SinkStartInfo
+from embedder.sinks.factory import build_sinks
+from embedder.worker import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    restart: bool = False
+    retry_failed: bool = False
+
+
+def api_key_or_fail(config: JobConfig) -> Secret:
+    key = config.api_key()
+    if not key:
+        raise FatalError(f"no Jina API key: set the environment variable {config.embedding.api_key_env} "
+                         "(the key is read only from the environment)")
+    return Secret(key)
+
+
+def embed_options(config: JobConfig) -> EmbedOptions:
+    emb = config.embedding
+    return EmbedOptions(model=emb.model, task=emb.task, dimensions=emb.dimensions, normalized=emb.normalized,
+                        truncate=emb.truncate, late_chunking=emb.late_chunking, embedding_type=emb.embedding_type)
+
+
+def worker_settings(config: JobConfig) -> WorkerSettings:
+    emb = config.embedding
+    per_worker = max(1, -(-config.limits.max_concurrency // config.workers.count))
+    return WorkerSettings(options=embed_options(config), read_spec=read_spec(config), api_base=emb.api_base,
+                          timeout_s=emb.timeout_s, max_attempts=emb.max_retries + 1,
+                          max_inputs=emb.batch_size or None, max_tokens_per_request=emb.max_tokens_per_request or None,
+                          request_concurrency=per_worker + 1, filesystem_options=filesystem_options(config))
+
+
+def sink_start_info(config: JobConfig, sample: pa.Table) -> SinkStartInfo:
+    names = ["id", *config.source.passthrough]
+    schema = pa.schema([sample.schema.field(name) for name in names])
+    return SinkStartInfo(model=config.embedding.model, task=config.embedding.task,
+                         dimensions=config.embedding.effective_dimensions, fingerprint=config.fingerprint(),
+                         passthrough_schema=schema, id_type=sample.schema.field("id").type)
+
+
+def ledger_location(config: JobConfig) -> str:
+    return config.checkpoint.path
+
+
+def _init_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    # a local cluster gets no dashboard: it starts faster, and nothing here needs it
+    kwargs: dict[str, Any] = {"address": address} if address else {"include_dashboard": False}
+    ray.init(logging_level=logging.WARNING, log_to_driver=True, **kwargs)
+
+
+def run_job(config: JobConfig, options: RunOptions = RunOptions(), *, out: TextIO | None = None) -> int:
+    out = out or sys.stderr
+    started = time.time()
+    key = api_key_or_fail(config)
+    print("embedder: effective configuration (secrets masked):", file=out)
+    print(json.dumps(config.to_display_dict(), indent=2, default=str), file=out)
+    plan = build_plan(config)
+    ledger = Ledger.open(ledger_location(config), config.fingerprint(), config.fingerprint_fields(),
+                         restart=options.restart)
+    shard_ids = [shard.shard_id for shard in plan.shards]
+    ledger.write_plan(plan.summary(), shard_ids)
+    done = ledger.done_ids()
+    if options.retry_failed:
+        retry = ledger.failed_shard_ids() & set(shard_ids)
+        ledger.forget(retry)
+        done -= retry
+    todo = [shard for shard in plan.shards if shard.shard_id not in done]
+    skipped = [shard for shard in plan.shards if shard.shard_id in done]
+    progress = ProgressState(shards_total=len(plan.shards), rows_total=plan.rows, shards_skipped=len(skipped),
+                             rows_skipped=sum(s.row_count for s in skipped), tpm_limit=config.limits.tpm,
+                             price_per_million_tokens=config.limits.price_per_million_tokens)
+    print(f"embedder: {len(plan.shards)} shards, {plan.rows:,} rows; {len(skipped)} shards already done, "
+          f"{len(todo)} to embed; checkpoint at {ledger.location}", file=out)
+    sinks = build_sinks(config)
+    info = sink_start_info(config, plan.sample)
+    status, error, commits = "completed", None, []
+    if todo:
+        status, error, commits = _embed_on_ray(config, plan, todo, ledger, sinks, info, key, progress, out)
+    else:
+        commits = _commit_locally(sinks, info, shard_ids)
+    report = _report(config, plan, progress, status, error, commits, started, ledger)
+    ledger.write_report(report)
+    _print_summary(report, out)
+    if status == "interrupted":
+        return 130
+    return 0 if status == "completed" else 1
+
+
+def _commit_locally(sinks: list[Sink], info: SinkStartInfo, shard_ids: list[str]) -> list:
+    # Nothing to embed: no Ray cluster is started, so a finished job's rerun takes seconds.
+    receipts = []
+    for sink in sinks:
+        sink.start(info)
+        receipts.append(sink.commit(shard_ids))
+    return receipts
+
+
+def _embed_on_ray(config: JobConfig, plan: JobPlan, todo: list, ledger: Ledger, sinks: list[Sink],
+                  info: SinkStartInfo, key: Secret, progress: ProgressState, out: TextIO) -> tuple:
+    import ray
+
+    from embedder import actors
+    from embedder.driver import Driver, DriverSettings
+
+    _init_ray()
+    limits = config.limits
+    limiter = actors.limiter_actor(Limits(rpm=limits.rpm, tpm=limits.tpm, max_concurrency=limits.max_concurrency))
+    workers = config.workers
+    settings = DriverSettings(workers=workers.count, cpus_per_worker=workers.cpus_per_worker,
+                              max_shards_in_flight=workers.max_shards_in_flight or 2 * workers.count)
+    display = ProgressDisplay(progress, stream=out, interval_s=config.progress.interval_s)
+    driver = Driver(settings=settings, ledger=ledger, worker_args=(worker_settings(config), key, limiter),
+                    limiter=limiter, sinks=sinks, sink_info=info, progress=progress, display=display)
+    try:
+        ray.get(driver.sink.__ray_ready__.remote())  # a sink that refuses its destination fails before any request
+        outcome = driver.run(todo)
+        display.close()
+        commits = driver.commit([s.shard_id for s in plan.shards]) if outcome.status == "completed" else []
+        return outcome.status, outcome.error, commits
+    finally:
+        driver.shutdown()
+        ray.kill(limiter)
+
+
+def _report(config: JobConfig, plan: JobPlan, progress: ProgressState, status: str, error: str | None,
+            commits: list, started: float, ledger: Ledger) -> dict:
+    elapsed = time.time() - started
+    minutes = max(elapsed / 60.0, 1e-9)
+    return {
+        "status": status, "error": error, "started_at": started, "elapsed_s": round(elapsed, 2),
+        "fingerprint": config.fingerprint(), "plan": plan.summary(), "progress": progress.as_dict(),
+        "tokens_per_minute": round(progress.tokens / minutes, 1), "tpm_limit": config.limits.tpm,
+        "cost_usd": round(progress.tokens / 1e6 * config.limits.price_per_million_tokens, 6),
+        "failed_rows_total": ledger.failed_rows().num_rows,
+        "outputs": [{"rows": c.rows, "parts": c.parts, "location": c.location, **c.extra} for c in commits],
+        "checkpoint": ledger.location,
+    }
+
+
+def _print_summary(report: dict, out: TextIO) -> None:
+    p = report["progress"]
+    print(f"embedder: {report['status']} in {report['elapsed_s']:.1f}s — embedded {p['rows_embedded']:,} rows "
+          f"({p['rows_skipped']:,} already done), {report['failed_rows_total']:,} failed rows, {p['tokens']:,} tokens "
+          f"(~${report['cost_usd']:.4f}), {report['tokens_per_minute']:,.0f} tokens/min, 429s {p['rate_limited']}",
+          file=out)
+    for output in report["outputs"]:
+        print(f"embedder: output {output['location']}: {output['rows']:,} rows in {output['parts']:,} parts", file=out)
+    if report["failed_rows_total"]:
+        print(f"embedder: {report['failed_rows_total']:,} rows could not be embedded; see "
+              f"{report['checkpoint']}/_failed/ and rerun with --retry-failed after fixing them", file=out)
+    if report["error"]:
+        print(f"embedder: error: {report['error']}", file=out)
+    print(f"embedder: report at {report['checkpoint']}/run_report.json", file=out)
+
+
+def refuse_unknown(args: Any) -> None:
+    if getattr(args, "restart", False) and getattr(args, "retry_failed", False):
+        raise ConfigError("--restart and --retry-failed cannot be used together")

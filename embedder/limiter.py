@@ -1,0 +1,171 @@
+"""One rate limiter for every request of a job: requests/minute, tokens/minute and concurrent requests.
+
+:class:`RateWindow` is the pure core (clock handed in, so tests control time). :class:`RateLimiter` puts an
+asyncio face on it; the job runs one of those inside a Ray actor (``embedder.actors``) so that all workers on all
+nodes share it, and each worker's client asks it for a permit before every attempt.
+
+Why a sliding 60-second window: it is what a per-minute quota means, and it lets a job start at full speed. A
+request is counted from when it is granted until 60 s after its answer came back, which is never earlier than the
+API counted it, so the job's view of the window is always the more cautious one. After a 429 every caller is paused
+(Retry-After, else a backoff) and the rate is cut; each success then raises it again up to the configured ceiling
+(additive increase, multiplicative decrease).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+WINDOW_S = 60.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The ceiling the limiter enforces; ``0`` means unlimited."""
+
+    rpm: int = 0
+    tpm: int = 0
+    max_concurrency: int = 0
+
+
+@dataclass
+class _Grant:
+    granted_at: float
+    tokens: int
+    done_at: float | None = None
+
+
+class RateWindow:
+    """The limiter's state and arithmetic, without any waiting."""
+
+    def __init__(self, limits: Limits, *, clock: Callable[[], float] = time.monotonic, decrease: float = 0.7,
+                 increase: float = 0.02, min_fraction: float = 0.1, default_pause_s: float = 2.0) -> None:
+        self.limits = limits
+        self.clock = clock
+        self.decrease, self.increase, self.min_fraction = decrease, increase, min_fraction
+        self.default_pause_s = default_pause_s
+        self.fraction = 1.0  # share of rpm/tpm currently allowed
+        self.concurrency_cap = limits.max_concurrency
+        self.paused_until = 0.0
+        self._grants: dict[int, _Grant] = {}
+        self._window: deque[_Grant] = deque()  # grants still inside the 60 s window (or in flight)
+        self._ids = itertools.count(1)
+        self.in_flight = 0
+        self.totals = {"granted": 0, "rate_limited": 0, "tokens": 0, "requests_ok": 0}
+        self._billed: deque[tuple[float, int]] = deque()  # (answer time, tokens): the achieved rate
+
+    def _expire(self, now: float) -> None:
+        while self._window and self._window[0].done_at is not None and self._window[0].done_at <= now - WINDOW_S:
+            self._window.popleft()
+        while self._billed and self._billed[0][0] <= now - WINDOW_S:
+            self._billed.popleft()
+
+    def _usage(self) -> tuple[int, int]:
+        return len(self._window), sum(grant.tokens for grant in self._window)
+
+    def try_acquire(self, estimated_tokens: int) -> tuple[int | None, float]:
+        """``(permit, 0)`` when granted now, else ``(None, seconds to wait before asking again)``."""
+        now = self.clock()
+        self._expire(now)
+        if now < self.paused_until:
+            return None, self.paused_until - now
+        if self.concurrency_cap and self.in_flight >= self.concurrency_cap:
+            return None, 0.05  # woken earlier by a release
+        requests, tokens = self._usage()
+        wait = 0.0
+        if self.limits.rpm and requests + 1 > max(1, int(self.limits.rpm * self.fraction)):
+            wait = max(wait, self._time_until_freed(now, requests + 1 - max(1, int(self.limits.rpm * self.fraction)),
+                                                    by_tokens=False))
+        if self.limits.tpm:
+            budget = max(1, int(self.limits.tpm * self.fraction))
+            need = min(estimated_tokens, budget)  # a request larger than the whole budget goes alone
+            if tokens + need > budget:
+                wait = max(wait, self._time_until_freed(now, tokens + need - budget, by_tokens=True))
+        if wait > 0:
+            return None, wait
+        permit = next(self._ids)
+        grant = _Grant(now, estimated_tokens)
+        self._grants[permit] = grant
+        self._window.append(grant)
+        self.in_flight += 1
+        self.totals["granted"] += 1
+        return permit, 0.0
+
+    def _time_until_freed(self, now: float, amount: int, *, by_tokens: bool) -> float:
+        """Seconds until ``amount`` requests (or tokens) leave the window; in-flight grants free nothing yet."""
+        freed = 0
+        for grant in self._window:
+            if grant.done_at is None:
+                break
+            freed += grant.tokens if by_tokens else 1
+            if freed >= amount:
+                return max(0.01, grant.done_at + WINDOW_S - now)
+        return 0.25  # waiting on requests still in flight: their release wakes the waiters
+
+    def release(self, permit: int, used_tokens: int | None, rate_limited_after: float | None = None,
+                rate_limited_kind: str | None = None) -> None:
+        """Record an attempt's outcome: tokens billed (``None`` for a failure) or a 429 with its Retry-After."""
+        grant = self._grants.pop(permit, None)
+        now = self.clock()
+        if grant is None:
+            return
+        self.in_flight -= 1
+        grant.done_at = now
+        grant.tokens = used_tokens if used_tokens is not None else grant.tokens
+        if rate_limited_kind is not None:
+            self.totals["rate_limited"] += 1
+            self.paused_until = max(self.paused_until, now + (rate_limited_after if rate_limited_after is not None
+                                                              else self.default_pause_s))
+            if rate_limited_kind == "concurrency" and self.in_flight:
+                self.concurrency_cap = max(1, min(self.concurrency_cap or self.in_flight, self.in_flight))
+            else:
+                self.fraction = max(self.min_fraction, self.fraction * self.decrease)
+            return
+        if used_tokens is not None:
+            self.totals["requests_ok"] += 1
+            self.totals["tokens"] += used_tokens
+            self._billed.append((now, used_tokens))
+            self.fraction = min(1.0, self.fraction + self.increase)
+            if self.limits.max_concurrency and self.concurrency_cap < self.limits.max_concurrency:
+                self.concurrency_cap += 1
+
+    def snapshot(self) -> dict:
+        now = self.clock()
+        self._expire(now)
+        requests, tokens = self._usage()
+        return {**self.totals, "in_flight": self.in_flight, "window_requests": requests, "window_tokens": tokens,
+                "tokens_last_minute": sum(t for _, t in self._billed), "fraction": round(self.fraction, 3),
+                "paused_for_s": round(max(0.0, self.paused_until - now), 2), "rpm": self.limits.rpm,
+                "tpm": self.limits.tpm, "max_concurrency": self.limits.max_concurrency}
+
+
+class RateLimiter:
+    """Async permits over a :class:`RateWindow`; implements the client's ``RequestGate`` protocol."""
+
+    handles_rate_limits = True
+
+    def __init__(self, limits: Limits, **window_options) -> None:
+        self.window = RateWindow(limits, **window_options)
+        self._changed = asyncio.Event()
+
+    async def acquire(self, estimated_tokens: int) -> int:
+        while True:
+            permit, wait = self.window.try_acquire(estimated_tokens)
+            if permit is not None:
+                return permit
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=wait)
+
+    async def release(self, permit: int, used_tokens: int | None, rate_limited_after: float | None = None,
+                      rate_limited_kind: str | None = None) -> None:
+        self.window.release(permit, used_tokens, rate_limited_after, rate_limited_kind)
+        self._changed.set()
+
+    async def snapshot(self) -> dict:
+        return self.window.snapshot()
