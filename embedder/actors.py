@@ -11,9 +11,11 @@ from typing import Any
 import pyarrow as pa
 import ray
 
+from embedder.embedding import Embedder
 from embedder.limiter import Limits, RateLimiter
+from embedder.secrets import Secret
 from embedder.sinks.base import CommitReceipt, Sink, SinkStartInfo, WriteReceipt
-from embedder.worker import EmbedWorker
+from embedder.worker import EmbedWorker, WorkerSettings
 
 
 class LimiterActor(RateLimiter):
@@ -42,14 +44,28 @@ class SinkWriter:
             sink.abort()
 
 
-def limiter_actor(limits: Limits) -> Any:
+class RayEmbedWorker(EmbedWorker):
+    """An :class:`EmbedWorker` that finds the job's limiter by name, so a restarted worker finds it again
+    (an actor handle among the constructor arguments would live in the object store and could be lost)."""
+
+    def __init__(self, settings: WorkerSettings, api_key: Secret, limiter_name: str) -> None:
+        super().__init__(settings, api_key, None)
+        self._limiter_name = limiter_name
+
+    def _get_embedder(self) -> Embedder:
+        if self._limiter is None:
+            self._limiter = ray.get_actor(self._limiter_name)
+        return super()._get_embedder()
+
+
+def limiter_actor(limits: Limits, name: str) -> Any:
     # many concurrent acquire() calls wait inside the actor's event loop; none blocks another
-    return ray.remote(num_cpus=0, max_concurrency=10_000)(LimiterActor).remote(limits)
+    return ray.remote(num_cpus=0, max_concurrency=10_000)(LimiterActor).options(name=name).remote(limits)
 
 
-def worker_actors(count: int, cpus: float, *args: Any) -> list[Any]:
-    cls = ray.remote(num_cpus=cpus, max_concurrency=64, max_restarts=-1)(EmbedWorker)
-    return [cls.remote(*args) for _ in range(count)]
+def worker_actors(count: int, cpus: float, settings: WorkerSettings, api_key: Secret, limiter_name: str) -> list[Any]:
+    cls = ray.remote(num_cpus=cpus, max_concurrency=64, max_restarts=-1)(RayEmbedWorker)
+    return [cls.remote(settings, api_key, limiter_name) for _ in range(count)]
 
 
 def sink_actor(sinks: Sequence[Sink], info: SinkStartInfo) -> Any:

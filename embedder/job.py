@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -135,12 +136,14 @@ def _embed_on_ray(config: JobConfig, plan: JobPlan, todo: list, ledger: Ledger, 
 
     _init_ray()
     limits = config.limits
-    limiter = actors.limiter_actor(Limits(rpm=limits.rpm, tpm=limits.tpm, max_concurrency=limits.max_concurrency))
+    limiter_name = f"embedder-limiter-{uuid.uuid4().hex[:12]}"
+    limiter = actors.limiter_actor(Limits(rpm=limits.rpm, tpm=limits.tpm, max_concurrency=limits.max_concurrency),
+                                   limiter_name)
     workers = config.workers
     settings = DriverSettings(workers=workers.count, cpus_per_worker=workers.cpus_per_worker,
                               max_shards_in_flight=workers.max_shards_in_flight or 2 * workers.count)
     display = ProgressDisplay(progress, stream=out, interval_s=config.progress.interval_s)
-    driver = Driver(settings=settings, ledger=ledger, worker_args=(worker_settings(config), key, limiter),
+    driver = Driver(settings=settings, ledger=ledger, worker_args=(worker_settings(config), key, limiter_name),
                     limiter=limiter, sinks=sinks, sink_info=info, progress=progress, display=display)
     try:
         ray.get(driver.sink.__ray_ready__.remote())  # a sink that refuses its destination fails before any request
