@@ -1,0 +1,342 @@
+"""Read one shard: only its rows, only the columns the job needs, as ``id, text, <passthrough>, _row``.
+
+``id`` is int64 or string, ``text`` is string (null kept null, so the caller can dead-letter the row), and
+``_row`` is the 0-based row number within the file. Every problem with the data is an :class:`InputError`
+naming the file and, where known, the row and column.
+
+Types: Parquet and Arrow columns keep their stored types. JSONL values keep their JSON types, except that
+strings pyarrow would turn into timestamps stay strings. CSV columns are all read as strings (an empty
+unquoted field is null), so a shard's types never depend on what its values happen to look like; set
+``ReadSpec.id_type = "int64"`` for integer ids from CSV.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from string import Formatter
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.fs as pafs
+import pyarrow.json as pjson
+import pyarrow.parquet as pq
+
+from embedder.errors import ConfigError, InputError
+from embedder.shards import Shard, row_ends
+from embedder.source import filesystem_and_path
+
+RESERVED = ("id", "text", "_row")
+
+
+@dataclass(frozen=True)
+class ReadSpec:
+    """Which columns make a row's id, text and passthrough fields."""
+
+    id_column: str = "id"
+    text_column: str | None = "text"
+    text_template: str | None = None
+    """E.g. ``"{title}\\n\\n{body}"``; a null in a referenced column renders as empty. With a template,
+    ``text_column`` must be ``None`` or left at its default (which the template then replaces)."""
+    passthrough: tuple[str, ...] = ()
+    """Columns copied to the output under their own names."""
+    id_type: str | None = None
+    """``None``: as stored (int64 for any integer type); ``"int64"`` or ``"string"``: converted to that."""
+
+    def __post_init__(self) -> None:
+        if self.text_template is not None and self.text_column == "text":
+            object.__setattr__(self, "text_column", None)  # the template replaces the default column
+        if (self.text_column is None) == (self.text_template is None):
+            raise ConfigError("set exactly one of source.text_column and source.text_template")
+        if self.text_template is not None:
+            template_fields(self.text_template)
+        if self.id_type not in (None, "int64", "string"):
+            raise ConfigError(f"source.id_type must be 'int64' or 'string', got {self.id_type!r}")
+        clash = sorted(set(self.passthrough) & set(RESERVED))
+        if clash or len(set(self.passthrough)) != len(self.passthrough):
+            raise ConfigError(f"source.passthrough: names must be unique and not {', '.join(RESERVED)}: "
+                              f"{list(self.passthrough)}")
+
+
+def template_fields(template: str) -> list[str]:
+    """Column names a text template references, in order of first use."""
+    fields: list[str] = []
+    try:
+        parsed = list(Formatter().parse(template))
+    except ValueError as exc:
+        raise ConfigError(f"source.text_template: {exc}") from exc
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not name or spec or conversion:
+            raise ConfigError(f"source.text_template: use plain {{column}} fields, got {template!r}")
+        if name not in fields:
+            fields.append(name)
+    if not fields:
+        raise ConfigError(f"source.text_template references no column: {template!r}")
+    return fields
+
+
+def required_columns(spec: ReadSpec) -> list[str]:
+    """The input columns a shard read needs, without duplicates."""
+    text = [spec.text_column] if spec.text_column else template_fields(spec.text_template or "")
+    return list(dict.fromkeys([spec.id_column, *text, *spec.passthrough]))
+
+
+def read_shard(shard: Shard, spec: ReadSpec, *, filesystem: pafs.FileSystem | None = None,
+               filesystem_options: dict[str, Any] | None = None) -> pa.Table:
+    """The shard's rows as ``id, text, <passthrough...>, _row``; see the module docstring."""
+    fs, path = filesystem_and_path(shard.file.uri, filesystem, filesystem_options)
+    columns = required_columns(spec)
+    read = {"parquet": _read_parquet, "arrow": _read_ipc, "jsonl": _read_jsonl, "csv": _read_csv}
+    raw = read[shard.file.format](shard, fs, path, columns, spec)
+    if raw.num_rows != shard.row_count:
+        raise InputError(f"{shard.describe()}: expected {shard.row_count} rows, read {raw.num_rows}; did the file "
+                         "change after planning (or hold two JSON objects on one line)?")
+    uri = shard.file.uri
+    rows = pa.array(np.arange(shard.row_start, shard.row_end, dtype=np.int64))
+    out = {"id": _ids(raw[spec.id_column], spec, shard),
+           "text": (_text_column(raw[spec.text_column], spec.text_column, uri) if spec.text_column
+                    else _render(raw, spec.text_template or "", uri))}
+    out.update({name: raw[name] for name in spec.passthrough})
+    out["_row"] = rows
+    table = pa.table(out)
+    duplicates = find_duplicate_ids(table)
+    if duplicates:
+        value, at = duplicates[0]
+        listed = ", ".join(map(str, at[:-1])) + f" and {at[-1]}"
+        more = f" ({len(duplicates)} ids repeat in {shard.describe()})" if len(duplicates) > 1 else ""
+        raise InputError(f"{uri}: duplicate id {value!r} at rows {listed}{more}")
+    return table
+
+
+def find_duplicate_ids(table: pa.Table, id_column: str = "id",
+                       row_column: str = "_row") -> list[tuple[Any, list[int]]]:
+    """Each id that occurs more than once with its rows, ordered by first row. Cheap when there are none."""
+    ids = table[id_column]
+    if pc.count_distinct(ids, mode="all").as_py() == len(ids):
+        return []
+    grouped = table.select([id_column, row_column]).group_by(id_column).aggregate([(row_column, "list")])
+    lists = grouped[f"{row_column}_list"]
+    repeated = grouped.filter(pc.greater(pc.list_value_length(lists), 1))
+    found = [(value, sorted(at)) for value, at in zip(repeated[id_column].to_pylist(),
+                                                       repeated[f"{row_column}_list"].to_pylist(), strict=True)]
+    return sorted(found, key=lambda item: item[1][0])
+
+
+# --- columns -----------------------------------------------------------------------------------------------
+
+def _string_like(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _decoded(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    return col.cast(col.type.value_type) if pa.types.is_dictionary(col.type) else col
+
+
+def _ids(col: pa.ChunkedArray, spec: ReadSpec, shard: Shard) -> pa.ChunkedArray:
+    uri, name = shard.file.uri, spec.id_column
+    if col.null_count:
+        first = pc.index(pc.is_null(col), True).as_py()
+        more = f" ({col.null_count} null ids in {shard.describe()})" if col.null_count > 1 else ""
+        raise InputError(f"{uri} row {shard.row_start + first}: id is null (column {name!r}){more}")
+    col = _decoded(col)
+    t = col.type
+    if spec.id_type == "int64" and _string_like(t):
+        try:
+            return pc.cast(pc.utf8_trim_whitespace(col), pa.int64())
+        except pa.ArrowInvalid:
+            bad = next(i for i, v in enumerate(col.to_pylist()) if not _is_int64(v))
+            raise InputError(f"{uri} row {shard.row_start + bad}: id {col[bad].as_py()!r} in column {name!r} "
+                             "is not an integer (source.id_type is int64)") from None
+    if pa.types.is_integer(t):
+        try:
+            ids = col.cast(pa.int64())
+        except pa.ArrowInvalid as exc:
+            raise InputError(f"{uri}: id column {name!r} ({t}) does not fit int64: {exc}") from exc
+        return ids.cast(pa.string()) if spec.id_type == "string" else ids
+    if _string_like(t) and spec.id_type != "int64":
+        return col.cast(pa.string())
+    raise InputError(f"{uri}: id column {name!r} has type {t}; ids must be integers or strings")
+
+
+def _is_int64(value: str) -> bool:
+    try:
+        return -(2**63) <= int(value) < 2**63
+    except ValueError:
+        return False
+
+
+def _text_column(col: pa.ChunkedArray, name: str, uri: str) -> pa.ChunkedArray:
+    col = _decoded(col)
+    if not (_string_like(col.type) or pa.types.is_null(col.type)):
+        raise InputError(f"{uri}: text column {name!r} has type {col.type}, not string; "
+                         "use source.text_template to render other types")
+    return col.cast(pa.string())
+
+
+def _render(raw: pa.Table, template: str, uri: str) -> pa.ChunkedArray:
+    parts: list[Any] = []
+    for literal, name, _, _ in Formatter().parse(template):
+        if literal:
+            parts.append(literal)
+        if name is not None:
+            col = _decoded(raw[name])
+            try:
+                parts.append(col.cast(pa.string()))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise InputError(f"{uri}: template column {name!r} ({col.type}) cannot be rendered as text: "
+                                 f"{exc}") from exc
+    return pc.binary_join_element_wise(*parts, "", null_handling="replace", null_replacement="")
+
+
+def _check_columns(shard: Shard, available: list[str], needed: list[str], spec: ReadSpec) -> None:
+    for name in needed:
+        if name not in available:
+            role = ("source.id_column" if name == spec.id_column else "source.text_column"
+                    if name == spec.text_column else "source.passthrough" if name in spec.passthrough
+                    else "source.text_template")
+            shown = ", ".join(available[:50]) + (", ..." if len(available) > 50 else "")
+            raise InputError(f"{shard.file.uri}: column {name!r} not found; columns are: {shown} "
+                             f"(needed by {role})")
+
+
+# --- formats -----------------------------------------------------------------------------------------------
+
+def _read_parquet(shard: Shard, fs: pafs.FileSystem, path: str, columns: list[str], spec: ReadSpec) -> pa.Table:
+    uri = shard.file.uri
+    with fs.open_input_file(path) as handle:
+        try:
+            parquet = pq.ParquetFile(handle)
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"not a valid Parquet file: {uri}: {exc}") from exc
+        _check_columns(shard, parquet.schema_arrow.names, columns, spec)
+        offset = shard.row_start - shard.group_row_start
+        try:
+            first = parquet.metadata.row_group(shard.row_groups[0])
+            if len(shard.row_groups) == 1 and shard.row_count < first.num_rows:
+                return _read_group_slice(parquet, shard, columns, offset)
+            table = parquet.read_row_groups(list(shard.row_groups), columns=columns)
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"{shard.describe()}: cannot read Parquet data: {exc}") from exc
+    return table.slice(offset, shard.row_count)
+
+
+def _read_group_slice(parquet: pq.ParquetFile, shard: Shard, columns: list[str], offset: int) -> pa.Table:
+    """Part of a large row group: decode batches only up to the end of the range, keep the overlap."""
+    batches, seen = [], 0
+    size = max(1024, min(shard.row_count, 65536))
+    for batch in parquet.iter_batches(batch_size=size, row_groups=list(shard.row_groups), columns=columns):
+        lo, hi = max(offset - seen, 0), min(offset + shard.row_count - seen, batch.num_rows)
+        if hi > lo:
+            batches.append(batch.slice(lo, hi - lo))
+        seen += batch.num_rows
+        if seen >= offset + shard.row_count:
+            break
+    return pa.Table.from_batches(batches)  # never empty: a shard has rows
+
+
+def _read_ipc(shard: Shard, fs: pafs.FileSystem, path: str, columns: list[str], spec: ReadSpec) -> pa.Table:
+    # A local file is memory-mapped: only the pages of the needed columns are ever touched.
+    source = pa.memory_map(path) if isinstance(fs, pafs.LocalFileSystem) else fs.open_input_file(path)
+    try:
+        with source:
+            names = pa.ipc.open_file(source).schema.names
+            _check_columns(shard, names, columns, spec)
+            # Reopened to decode only the needed columns (on object storage: fetch only their buffers).
+            only = pa.ipc.IpcReadOptions(included_fields=sorted(names.index(c) for c in columns))
+            reader = pa.ipc.open_file(source, options=only)
+            table = pa.Table.from_batches([reader.get_batch(i) for i in shard.row_groups], schema=reader.schema)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{shard.describe()}: not a valid Arrow IPC file: {exc}") from exc
+    return table.select(columns).slice(shard.row_start - shard.group_row_start, shard.row_count)
+
+
+def _read_bytes(fs: pafs.FileSystem, path: str, shard: Shard) -> bytes:
+    """The shard's bytes: its byte range, or a whole compressed file decompressed."""
+    if shard.byte_start is None or shard.byte_end is None:
+        with fs.open_input_stream(path, compression=shard.file.compression) as stream:
+            return stream.read()
+    with fs.open_input_file(path) as handle:
+        return handle.read_at(shard.byte_end - shard.byte_start, shard.byte_start)
+
+
+def _row_of(data: bytes, offset: int, *, csv: bool) -> int:
+    """0-based row (within ``data``) of the byte at ``offset``."""
+    return int(np.searchsorted(row_ends(data, csv=csv), offset, side="right"))
+
+
+def _read_jsonl(shard: Shard, fs: pafs.FileSystem, path: str, columns: list[str], spec: ReadSpec) -> pa.Table:
+    data = _read_bytes(fs, path, shard)
+    try:
+        data.decode("utf-8")  # pyarrow reports bad UTF-8 without a row, or as a type change
+    except UnicodeDecodeError as exc:
+        row = shard.row_start + _row_of(data, exc.start, csv=False)
+        raise InputError(f"{shard.file.uri} row {row}: invalid UTF-8 ({exc.reason})") from exc
+    table = _parse_json(data, shard, None)
+    _check_columns(shard, table.column_names, columns, spec)
+    # JSON has no date type: a string that looks like one must stay the string it was.
+    dated = [c for c in columns if pa.types.is_temporal(table.schema.field(c).type)]
+    if dated:
+        table = _parse_json(data, shard, pa.schema([(c, pa.string()) for c in dated]))
+    return table.select(columns)
+
+
+def _parse_json(data: bytes, shard: Shard, schema: pa.Schema | None) -> pa.Table:
+    # One block for the whole shard: types are inferred from all its rows and error rows count from its start.
+    options = pjson.ReadOptions(block_size=max(len(data) + 1, 1 << 16), use_threads=False)
+    try:
+        return pjson.read_json(pa.BufferReader(data), read_options=options,
+                               parse_options=pjson.ParseOptions(explicit_schema=schema))
+    except pa.ArrowInvalid as exc:
+        message = str(exc)
+        found = re.search(r" in row (\d+)", message)
+        if found:
+            row = shard.row_start + int(found.group(1))
+            raise InputError(f"{shard.file.uri} row {row}: malformed JSON line: "
+                             f"{message[: found.start()]}") from exc
+        raise InputError(f"{shard.describe()}: malformed JSON: {message}") from exc
+
+
+def _read_csv(shard: Shard, fs: pafs.FileSystem, path: str, columns: list[str], spec: ReadSpec) -> pa.Table:
+    data = _read_bytes(fs, path, shard)
+    if shard.byte_start is not None:
+        with fs.open_input_file(path) as handle:
+            data = handle.read_at(shard.header_end, 0) + data
+    try:
+        return _parse_csv(data, columns, pa.string())
+    except pa.ArrowKeyError:  # a column is missing: name the ones there are
+        _check_columns(shard, pcsv.open_csv(pa.BufferReader(data)).schema.names, columns, spec)
+        raise
+    except pa.ArrowInvalid as exc:
+        if "UTF8" in str(exc):
+            _raise_bad_utf8(data, columns, shard)
+        raise InputError(f"{shard.describe()}: {exc}") from exc
+
+
+def _parse_csv(data: bytes, columns: list[str], as_type: pa.DataType) -> pa.Table:
+    return pcsv.read_csv(
+        pa.BufferReader(data),
+        read_options=pcsv.ReadOptions(use_threads=False, block_size=max(len(data) + 1, 1 << 16)),
+        parse_options=pcsv.ParseOptions(newlines_in_values=True),
+        convert_options=pcsv.ConvertOptions(
+            include_columns=columns, column_types={c: as_type for c in columns},
+            strings_can_be_null=True, null_values=[""], quoted_strings_can_be_null=False),
+    )
+
+
+def _raise_bad_utf8(data: bytes, columns: list[str], shard: Shard) -> None:
+    """Name the row and column of the first invalid UTF-8 value (error path only, so a Python loop)."""
+    table = _parse_csv(data, columns, pa.binary())
+    for index, row in enumerate(table.to_pylist()):
+        for name, value in row.items():
+            try:
+                if value is not None:
+                    value.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{shard.file.uri} row {shard.row_start + index}, column {name!r}: "
+                                 f"invalid UTF-8 ({exc.reason})") from None
+    raise InputError(f"{shard.describe()}: invalid UTF-8")

@@ -1,0 +1,226 @@
+"""Find the input files of a job and tell their formats, on any filesystem ``pyarrow.fs`` speaks.
+
+A source path is a file, a directory (searched recursively), a glob (``data/*.parquet``, ``data/**/*.jsonl``)
+or a URI (``s3://bucket/prefix``, ``gs://bucket/prefix``, ``file:///data``). Names starting with ``.`` or ``_``
+(``_SUCCESS``, ``.crc`` files, ``_delta_log/``) are skipped below the path given. Hive partition folders
+(``year=2024/``) are just folders: their values are not read as columns.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import pyarrow.fs as pafs
+
+from embedder.errors import ConfigError, InputError
+
+FORMATS = ("parquet", "jsonl", "csv", "arrow")
+
+_EXTENSIONS = {
+    ".parquet": "parquet", ".pq": "parquet",
+    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+    ".csv": "csv",
+    ".arrow": "arrow", ".feather": "arrow", ".ipc": "arrow",
+}
+# Compressed text can only be read from its start, so such a file becomes one shard.
+_COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2"}
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """One input file, as discovered. ``size`` and ``version`` are part of every shard id planned from it."""
+
+    uri: str
+    """Absolute local path, or ``scheme://bucket/key`` for object storage."""
+    format: str
+    """``parquet``, ``jsonl``, ``csv`` or ``arrow``."""
+    size: int
+    mtime_ns: int | None
+    version: str
+    """Modification time in ns as text ("" when the filesystem reports none)."""
+
+    @property
+    def compression(self) -> str | None:
+        """``gzip``/``zstd``/``bz2`` for a compressed JSONL or CSV file, else ``None``."""
+        return _COMPRESSIONS.get(_suffix(self.uri))
+
+
+def infer_format(name: str) -> str | None:
+    """The format a file name implies (``data.jsonl.gz`` → ``jsonl``), or ``None``."""
+    base = name.lower()
+    if _suffix(base) in _COMPRESSIONS:
+        base = base[: -len(_suffix(base))]
+        fmt = _EXTENSIONS.get(_suffix(base))
+        return fmt if fmt in ("jsonl", "csv") else None  # a gzipped Parquet file is not a thing pyarrow reads
+    return _EXTENSIONS.get(_suffix(base))
+
+
+def _suffix(name: str) -> str:
+    leaf = name.rsplit("/", 1)[-1]
+    dot = leaf.rfind(".")
+    return leaf[dot:].lower() if dot > 0 else ""
+
+
+# Building an S3FileSystem resolves credentials (slow); every shard of a job reuses the same one.
+_FS_CACHE: dict[tuple[str, str], pafs.FileSystem] = {}
+_FS_LOCK = threading.Lock()
+_LOCAL = pafs.LocalFileSystem()
+
+
+def resolve_filesystem(path: str, *, s3_endpoint_override: str | None = None,
+                       filesystem_options: dict[str, Any] | None = None) -> tuple[pafs.FileSystem, str]:
+    """The filesystem holding ``path`` and the path within it (``s3://b/k`` → ``(S3FileSystem, "b/k")``).
+
+    ``filesystem_options`` are keyword arguments of the filesystem's constructor (for S3:
+    ``endpoint_override``, ``region``, ``access_key``...). For S3 the endpoint comes from, in order:
+    ``s3_endpoint_override``, ``filesystem_options["endpoint_override"]``, ``AWS_ENDPOINT_URL_S3``,
+    ``AWS_ENDPOINT_URL``.
+    """
+    scheme = urlsplit(path).scheme.lower() if "://" in path else ""
+    if not scheme:
+        return _LOCAL, os.path.abspath(os.path.expanduser(path))
+    if scheme == "file":
+        return _LOCAL, urlsplit(path).path
+    try:
+        return _remote(path, scheme, dict(filesystem_options or {}), s3_endpoint_override)
+    except (ValueError, OSError, TypeError) as exc:
+        raise ConfigError(f"source.path: cannot open {path!r}: {exc}") from exc
+
+
+def _remote(path: str, scheme: str, options: dict[str, Any],
+            s3_endpoint_override: str | None) -> tuple[pafs.FileSystem, str]:
+    if scheme in ("s3", "s3a"):
+        endpoint = (s3_endpoint_override or options.pop("endpoint_override", None)
+                    or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
+        if endpoint:
+            # Arrow wants host:port plus a separate scheme; users write a URL.
+            parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+            options["endpoint_override"] = parts.netloc
+            options.setdefault("scheme", parts.scheme)
+        if not options:  # from_uri also finds the bucket's region, which S3FileSystem() would not
+            bucket = urlsplit(path).netloc
+            fs = _cached(f"{scheme}:{bucket}", {}, lambda: pafs.FileSystem.from_uri(f"s3://{bucket}")[0])
+        else:
+            fs = _cached(scheme, options, lambda: pafs.S3FileSystem(**options))
+        return fs, _strip_scheme(path)
+    if scheme in ("gs", "gcs") and options:
+        fs = _cached(scheme, options, lambda: pafs.GcsFileSystem(**options))
+        return fs, _strip_scheme(path)
+    return pafs.FileSystem.from_uri(path)
+
+
+def _cached(scheme: str, options: dict[str, Any], make: Any) -> pafs.FileSystem:
+    key = (scheme, repr(sorted(options.items())))
+    with _FS_LOCK:
+        if key not in _FS_CACHE:
+            _FS_CACHE[key] = make()
+        return _FS_CACHE[key]
+
+
+def _strip_scheme(uri: str) -> str:
+    return uri.split("://", 1)[1].split("?", 1)[0]
+
+
+def filesystem_and_path(uri: str, filesystem: pafs.FileSystem | None = None,
+                        filesystem_options: dict[str, Any] | None = None) -> tuple[pafs.FileSystem, str]:
+    """Where to open a :class:`SourceFile`'s ``uri``: the given filesystem, or one resolved from the URI."""
+    if filesystem is None:
+        return resolve_filesystem(uri, filesystem_options=filesystem_options)
+    return filesystem, (_strip_scheme(uri) if "://" in uri else uri)
+
+
+def _to_uri(fs: pafs.FileSystem, path: str) -> str:
+    if isinstance(fs, pafs.LocalFileSystem):
+        return path
+    scheme = {"s3": "s3", "gcs": "gs"}.get(fs.type_name, fs.type_name)
+    return f"{scheme}://{path}"
+
+
+def _hidden(relative: str) -> bool:
+    return any(part.startswith((".", "_")) for part in relative.split("/") if part)
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """``**`` spans folders, ``*`` and ``?`` stay inside one name, ``[...]`` is a character class."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 1:]:
+            end = pattern.index("]", i + 1)
+            body = pattern[i + 1:end]
+            out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def _list(fs: pafs.FileSystem, fs_path: str, original: str) -> list[pafs.FileInfo]:
+    """Files at ``fs_path``: the file itself, or the visible files under a folder or matching a glob."""
+    match = _GLOB_CHARS.search(fs_path)
+    base = fs_path if match is None else fs_path[: fs_path.rfind("/", 0, match.start()) + 1].rstrip("/")
+    info = fs.get_file_info(base or "/")
+    if info.type == pafs.FileType.NotFound:
+        raise InputError(f"input path not found: {original}")
+    if match is None and info.type == pafs.FileType.File:
+        return [info]
+    pattern = None if match is None else _glob_regex(fs_path[len(base):].lstrip("/"))
+    found = []
+    for entry in fs.get_file_info(pafs.FileSelector(base or "/", recursive=True)):
+        relative = entry.path[len(base):].lstrip("/")
+        if entry.type != pafs.FileType.File or _hidden(relative):
+            continue
+        if pattern is None or pattern.match(relative):
+            found.append(entry)
+    return found
+
+
+def discover_files(path: str, format: str | None = None, *,
+                   filesystem_options: dict[str, Any] | None = None) -> list[SourceFile]:
+    """Every input file under ``path``, sorted by URI.
+
+    Without ``format`` each file's format comes from its extension, and a file with an unknown extension is
+    a :class:`ConfigError`. With ``format``, files whose extension names another format are skipped and files
+    with no known extension (``part-00000``) are taken as ``format``.
+    """
+    if format is not None and format not in FORMATS:
+        raise ConfigError(f"source.format: unknown format {format!r}; expected one of {', '.join(FORMATS)}")
+    fs, fs_path = resolve_filesystem(path, filesystem_options=filesystem_options)
+    files = []
+    for info in _list(fs, fs_path, path):
+        uri = _to_uri(fs, info.path)
+        inferred = infer_format(info.path)
+        if format is None and inferred is None:
+            raise ConfigError(f"source.format: cannot tell the format of {uri} from its name; "
+                              f"set source.format to one of {', '.join(FORMATS)}")
+        if format is not None and inferred not in (None, format):
+            continue
+        fmt = format or inferred
+        assert fmt is not None
+        if _suffix(uri) in _COMPRESSIONS and fmt not in ("jsonl", "csv"):
+            raise ConfigError(f"source.format: {uri} is compressed; only JSONL and CSV files may be")
+        mtime_ns = info.mtime_ns
+        files.append(SourceFile(uri, fmt, int(info.size or 0), mtime_ns,
+                                "" if mtime_ns is None else str(mtime_ns)))
+    if not files:
+        what = f"{format} files" if format else "input files"
+        raise InputError(f"no {what} found at {path} (names starting with '.' or '_' are ignored)")
+    return sorted(files, key=lambda f: f.uri)
