@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ from embedder.config import JobConfig
 from embedder.errors import ConfigError, FatalError
 from embedder.ledger import Ledger
 from embedder.limiter import Limits
-from embedder.planning import JobPlan, build_plan, filesystem_options, read_spec
+from embedder.planning import JobPlan, build_plan, check_duplicate_ids, filesystem_options, read_spec
 from embedder.progress import ProgressDisplay, ProgressState
 from embedder.secrets import Secret
 from embedder.sinks.base import Sink, SinkStartInfo
@@ -90,7 +91,12 @@ def run_job(config: JobConfig, options: RunOptions = RunOptions(), *, out: TextI
     ledger = Ledger.open(ledger_location(config), config.fingerprint(), config.fingerprint_fields(),
                          restart=options.restart)
     shard_ids = [shard.shard_id for shard in plan.shards]
-    ledger.write_plan(plan.summary(), shard_ids)
+    digest = hashlib.sha256("\n".join(shard_ids).encode()).hexdigest()
+    previous = ledger.read_plan(include_shard_ids=False) or {}
+    if previous.get("plan_digest") != digest or not previous.get("ids_checked"):
+        # once per unchanged input: a resumed job does not read every id again
+        check_duplicate_ids(plan.shards, read_spec(config), filesystem_options(config))
+    ledger.write_plan({**plan.summary(), "plan_digest": digest, "ids_checked": True}, shard_ids)
     done = ledger.done_ids()
     if options.retry_failed:
         retry = ledger.failed_shard_ids() & set(shard_ids)

@@ -13,7 +13,7 @@ from embedder.config import JobConfig
 from embedder.embedding import DEFAULT_MAX_TOKENS_PER_REQUEST
 from embedder.errors import InputError
 from embedder.models import model_spec
-from embedder.reader import ReadSpec, read_shard
+from embedder.reader import ReadSpec, read_ids, read_shard
 from embedder.shards import Shard, plan_shards
 from embedder.source import SourceFile, discover_files
 
@@ -81,6 +81,43 @@ def build_plan(config: JobConfig) -> JobPlan:
                    estimated_cost_usd=estimated_tokens / 1e6 * limits.price_per_million_tokens,
                    estimated_minutes=max(by_tokens, by_requests),
                    binding_limit="tpm" if by_tokens >= by_requests else "rpm")
+
+
+def check_duplicate_ids(shards: list[Shard], spec: ReadSpec, fs_options: dict | None, *,
+                        threads: int = 8, show: int = 5) -> None:
+    """Refuse ids that occur more than once anywhere in the input, before any API call.
+
+    Reads only the id column of every shard (threads: on object storage each read is a round trip) and holds the
+    ids of the whole input at once — about their size in bytes — which is what a global check needs.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ids_of(numbered: tuple[int, Shard]) -> pa.Table:
+        number, shard = numbered
+        table = read_ids(shard, spec, filesystem_options=fs_options)
+        return table.append_column("_shard", pa.array(np.full(table.num_rows, number, dtype=np.int32)))
+
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(shards)))) as pool:
+        tables = list(pool.map(ids_of, enumerate(shards)))
+    try:
+        everything = pa.concat_tables(tables)
+    except pa.ArrowInvalid:  # integer ids in one file, string ids in another
+        types = sorted({str(t.schema.field("id").type) for t in tables})
+        raise InputError(f"the id column {spec.id_column!r} has different types across files ({', '.join(types)})"
+                         ) from None
+    if pc.count_distinct(everything["id"], mode="all").as_py() == everything.num_rows:
+        return
+    counts = everything.group_by("id").aggregate([("id", "count")])
+    repeated = counts.filter(pc.greater(counts["id_count"], 1))
+    shown_ids = repeated["id"].slice(0, show)
+    where = everything.filter(pc.is_in(everything["id"], value_set=shown_ids.combine_chunks()))
+    places: dict = {}
+    for value, number, row in zip(where["id"].to_pylist(), where["_shard"].to_pylist(), where["_row"].to_pylist(),
+                                  strict=True):
+        places.setdefault(value, []).append(f"{shards[number].file.uri} row {row}")
+    listed = "; ".join(f"id {value!r} at {' and '.join(at)}" for value, at in places.items())
+    raise InputError(f"{repeated.num_rows} duplicate id(s) in column {spec.id_column!r}: {listed}. Each id must "
+                     "occur once: fix the input (nothing was embedded)")
 
 
 def format_plan(plan: JobPlan, config: JobConfig) -> str:

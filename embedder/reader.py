@@ -86,16 +86,29 @@ def required_columns(spec: ReadSpec) -> list[str]:
     return list(dict.fromkeys([spec.id_column, *text, *spec.passthrough]))
 
 
-def read_shard(shard: Shard, spec: ReadSpec, *, filesystem: pafs.FileSystem | None = None,
-               filesystem_options: dict[str, Any] | None = None) -> pa.Table:
-    """The shard's rows as ``id, text, <passthrough...>, _row``; see the module docstring."""
+def _read_raw(shard: Shard, spec: ReadSpec, columns: list[str], filesystem: pafs.FileSystem | None,
+              filesystem_options: dict[str, Any] | None) -> pa.Table:
     fs, path = filesystem_and_path(shard.file.uri, filesystem, filesystem_options)
-    columns = required_columns(spec)
     read = {"parquet": _read_parquet, "arrow": _read_ipc, "jsonl": _read_jsonl, "csv": _read_csv}
     raw = read[shard.file.format](shard, fs, path, columns, spec)
     if raw.num_rows != shard.row_count:
         raise InputError(f"{shard.describe()}: expected {shard.row_count} rows, read {raw.num_rows}; did the file "
                          "change after planning (or hold two JSON objects on one line)?")
+    return raw
+
+
+def read_ids(shard: Shard, spec: ReadSpec, *, filesystem: pafs.FileSystem | None = None,
+             filesystem_options: dict[str, Any] | None = None) -> pa.Table:
+    """Only the shard's ``id`` (checked like :func:`read_shard` does) and ``_row``: for the duplicate check."""
+    raw = _read_raw(shard, spec, [spec.id_column], filesystem, filesystem_options)
+    return pa.table({"id": _ids(raw[spec.id_column], spec, shard),
+                     "_row": pa.array(np.arange(shard.row_start, shard.row_end, dtype=np.int64))})
+
+
+def read_shard(shard: Shard, spec: ReadSpec, *, filesystem: pafs.FileSystem | None = None,
+               filesystem_options: dict[str, Any] | None = None) -> pa.Table:
+    """The shard's rows as ``id, text, <passthrough...>, _row``; see the module docstring."""
+    raw = _read_raw(shard, spec, required_columns(spec), filesystem, filesystem_options)
     uri = shard.file.uri
     rows = pa.array(np.arange(shard.row_start, shard.row_end, dtype=np.int64))
     out = {"id": _ids(raw[spec.id_column], spec, shard),
