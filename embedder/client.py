@@ -189,6 +189,10 @@ class JinaClient:
                 if delay:
                     await asyncio.sleep(delay)
                 continue
+            except BaseException:
+                if self.gate is not None:  # cancelled, or failed outside the error tree: return the permit
+                    await asyncio.shield(self.gate.release(permit, None))
+                raise
             if self.gate is not None:
                 await self.gate.release(permit, response.total_tokens)
             response.attempts, response.rate_limited, response.errors = attempt, rate_limited, errors

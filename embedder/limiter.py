@@ -37,36 +37,61 @@ class Limits:
 class _Grant:
     granted_at: float
     tokens: int
-    done_at: float | None = None
 
 
 class RateWindow:
-    """The limiter's state and arithmetic, without any waiting."""
+    """The limiter's state and arithmetic, without any waiting.
+
+    A request counts against the window while in flight and for 60 s after its answer. In-flight grants are held
+    by permit; finished ones sit in a deque in the order they finished, so expiring them is a pop from the left.
+    A grant whose release never comes (its worker died, its task was cancelled) is retired after ``lease_s``.
+    """
 
     def __init__(self, limits: Limits, *, clock: Callable[[], float] = time.monotonic, decrease: float = 0.7,
-                 increase: float = 0.02, min_fraction: float = 0.1, default_pause_s: float = 2.0) -> None:
+                 increase: float = 0.02, min_fraction: float = 0.1, default_pause_s: float = 2.0,
+                 lease_s: float = 600.0) -> None:
         self.limits = limits
         self.clock = clock
         self.decrease, self.increase, self.min_fraction = decrease, increase, min_fraction
         self.default_pause_s = default_pause_s
+        self.lease_s = lease_s
         self.fraction = 1.0  # share of rpm/tpm currently allowed
         self.concurrency_cap = limits.max_concurrency
         self.paused_until = 0.0
-        self._grants: dict[int, _Grant] = {}
-        self._window: deque[_Grant] = deque()  # grants still inside the 60 s window (or in flight)
+        self._active: dict[int, _Grant] = {}  # in flight, in grant order
+        self._active_tokens = 0
+        self._done: deque[tuple[float, int]] = deque()  # (finished at, tokens) still inside the window
+        self._done_tokens = 0
         self._ids = itertools.count(1)
-        self.in_flight = 0
-        self.totals = {"granted": 0, "rate_limited": 0, "tokens": 0, "requests_ok": 0}
+        self.totals = {"granted": 0, "rate_limited": 0, "tokens": 0, "requests_ok": 0, "leases_expired": 0}
         self._billed: deque[tuple[float, int]] = deque()  # (answer time, tokens): the achieved rate
 
+    @property
+    def in_flight(self) -> int:
+        return len(self._active)
+
     def _expire(self, now: float) -> None:
-        while self._window and self._window[0].done_at is not None and self._window[0].done_at <= now - WINDOW_S:
-            self._window.popleft()
+        while self._done and self._done[0][0] <= now - WINDOW_S:
+            self._done_tokens -= self._done.popleft()[1]
         while self._billed and self._billed[0][0] <= now - WINDOW_S:
             self._billed.popleft()
+        while self._active:
+            permit, grant = next(iter(self._active.items()))
+            if grant.granted_at > now - self.lease_s:
+                break
+            self.totals["leases_expired"] += 1
+            # counted as answered at the end of its lease: the latest it can have been billed
+            self._finish(permit, grant.granted_at + self.lease_s, None)
 
-    def _usage(self) -> tuple[int, int]:
-        return len(self._window), sum(grant.tokens for grant in self._window)
+    def _finish(self, permit: int, now: float, used_tokens: int | None) -> _Grant | None:
+        grant = self._active.pop(permit, None)
+        if grant is None:
+            return None
+        self._active_tokens -= grant.tokens
+        tokens = grant.tokens if used_tokens is None else used_tokens
+        self._done.append((now, tokens))
+        self._done_tokens += tokens
+        return grant
 
     def try_acquire(self, estimated_tokens: int) -> tuple[int | None, float]:
         """``(permit, 0)`` when granted now, else ``(None, seconds to wait before asking again)``."""
@@ -76,11 +101,13 @@ class RateWindow:
             return None, self.paused_until - now
         if self.concurrency_cap and self.in_flight >= self.concurrency_cap:
             return None, 0.05  # woken earlier by a release
-        requests, tokens = self._usage()
+        requests = len(self._active) + len(self._done)
+        tokens = self._active_tokens + self._done_tokens
         wait = 0.0
-        if self.limits.rpm and requests + 1 > max(1, int(self.limits.rpm * self.fraction)):
-            wait = max(wait, self._time_until_freed(now, requests + 1 - max(1, int(self.limits.rpm * self.fraction)),
-                                                    by_tokens=False))
+        if self.limits.rpm:
+            budget = max(1, int(self.limits.rpm * self.fraction))
+            if requests + 1 > budget:
+                wait = max(wait, self._time_until_freed(now, requests + 1 - budget, by_tokens=False))
         if self.limits.tpm:
             budget = max(1, int(self.limits.tpm * self.fraction))
             need = min(estimated_tokens, budget)  # a request larger than the whole budget goes alone
@@ -89,34 +116,26 @@ class RateWindow:
         if wait > 0:
             return None, wait
         permit = next(self._ids)
-        grant = _Grant(now, estimated_tokens)
-        self._grants[permit] = grant
-        self._window.append(grant)
-        self.in_flight += 1
+        self._active[permit] = _Grant(now, estimated_tokens)
+        self._active_tokens += estimated_tokens
         self.totals["granted"] += 1
         return permit, 0.0
 
     def _time_until_freed(self, now: float, amount: int, *, by_tokens: bool) -> float:
         """Seconds until ``amount`` requests (or tokens) leave the window; in-flight grants free nothing yet."""
         freed = 0
-        for grant in self._window:
-            if grant.done_at is None:
-                break
-            freed += grant.tokens if by_tokens else 1
+        for done_at, tokens in self._done:
+            freed += tokens if by_tokens else 1
             if freed >= amount:
-                return max(0.01, grant.done_at + WINDOW_S - now)
+                return max(0.01, done_at + WINDOW_S - now)
         return 0.25  # waiting on requests still in flight: their release wakes the waiters
 
     def release(self, permit: int, used_tokens: int | None, rate_limited_after: float | None = None,
                 rate_limited_kind: str | None = None) -> None:
         """Record an attempt's outcome: tokens billed (``None`` for a failure) or a 429 with its Retry-After."""
-        grant = self._grants.pop(permit, None)
         now = self.clock()
-        if grant is None:
-            return
-        self.in_flight -= 1
-        grant.done_at = now
-        grant.tokens = used_tokens if used_tokens is not None else grant.tokens
+        if self._finish(permit, now, used_tokens) is None:
+            return  # already retired by its lease
         if rate_limited_kind is not None:
             self.totals["rate_limited"] += 1
             self.paused_until = max(self.paused_until, now + (rate_limited_after if rate_limited_after is not None
@@ -137,8 +156,8 @@ class RateWindow:
     def snapshot(self) -> dict:
         now = self.clock()
         self._expire(now)
-        requests, tokens = self._usage()
-        return {**self.totals, "in_flight": self.in_flight, "window_requests": requests, "window_tokens": tokens,
+        return {**self.totals, "in_flight": self.in_flight, "window_requests": len(self._active) + len(self._done),
+                "window_tokens": self._active_tokens + self._done_tokens,
                 "tokens_last_minute": sum(t for _, t in self._billed), "fraction": round(self.fraction, 3),
                 "paused_for_s": round(max(0.0, self.paused_until - now), 2), "rpm": self.limits.rpm,
                 "tpm": self.limits.tpm, "max_concurrency": self.limits.max_concurrency}

@@ -89,3 +89,38 @@ def test_async_limiter_wakes_waiters_on_release():
         return order
 
     assert asyncio.run(scenario()) == ["first releases", "second granted"]
+
+
+def test_a_grant_never_released_is_retired_after_its_lease():
+    clock = FakeClock()
+    window = RateWindow(Limits(rpm=1, max_concurrency=1), clock=clock, lease_s=100)
+    assert window.try_acquire(1)[0] is not None  # its worker dies: no release ever comes
+    clock.now += 99
+    assert window.try_acquire(1)[0] is None
+    clock.now += 2 + 60  # lease over, then the minute it counts for
+    assert window.try_acquire(1)[0] is not None
+    assert window.snapshot()["leases_expired"] == 1
+
+
+def test_a_cancelled_request_gives_its_permit_back():
+    import httpx
+
+    from embedder.client import EmbedOptions, JinaClient
+
+    async def scenario() -> int:
+        limiter = RateLimiter(Limits(max_concurrency=1))
+
+        async def never_answers(request):
+            await asyncio.sleep(30)
+
+        client = JinaClient("jina_" + "x" * 60, api_base="http://jina.test/v1", gate=limiter,
+                            transport=httpx.MockTransport(never_answers))
+        task = asyncio.create_task(client.embed(["a"], EmbedOptions()))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await client.aclose()
+        return limiter.window.in_flight
+
+    assert asyncio.run(scenario()) == 0
