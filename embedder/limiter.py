@@ -71,10 +71,6 @@ class RateWindow:
         return len(self._active)
 
     def _expire(self, now: float) -> None:
-        while self._done and self._done[0][0] <= now - WINDOW_S:
-            self._done_tokens -= self._done.popleft()[1]
-        while self._billed and self._billed[0][0] <= now - WINDOW_S:
-            self._billed.popleft()
         while self._active:
             permit, grant = next(iter(self._active.items()))
             if grant.granted_at > now - self.lease_s:
@@ -82,6 +78,10 @@ class RateWindow:
             self.totals["leases_expired"] += 1
             # counted as answered at the end of its lease: the latest it can have been billed
             self._finish(permit, grant.granted_at + self.lease_s, None)
+        while self._done and self._done[0][0] <= now - WINDOW_S:
+            self._done_tokens -= self._done.popleft()[1]
+        while self._billed and self._billed[0][0] <= now - WINDOW_S:
+            self._billed.popleft()
 
     def _finish(self, permit: int, now: float, used_tokens: int | None) -> _Grant | None:
         grant = self._active.pop(permit, None)
