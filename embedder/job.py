@@ -55,7 +55,16 @@ def worker_settings(config: JobConfig) -> WorkerSettings:
     return WorkerSettings(options=embed_options(config), read_spec=read_spec(config), api_base=emb.api_base,
                           timeout_s=emb.timeout_s, max_attempts=emb.max_retries + 1,
                           max_inputs=emb.batch_size or None, max_tokens_per_request=emb.max_tokens_per_request or None,
-                          request_concurrency=per_worker + 1, filesystem_options=filesystem_options(config))
+                          request_concurrency=per_worker + 1, filesystem_options=filesystem_options(config),
+                          content_key=content_key(config))
+
+
+def content_key(config: JobConfig) -> str:
+    """What, besides the text, decides a vector: the part of the fingerprint every ``content_hash`` folds in."""
+    emb = config.embedding
+    fields = {"model": emb.model, "task": emb.task, "dimensions": emb.effective_dimensions,
+              "normalized": emb.normalized, "late_chunking": emb.late_chunking, "truncate": emb.truncate}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 def sink_start_info(config: JobConfig, sample: pa.Table) -> SinkStartInfo:

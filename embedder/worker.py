@@ -7,6 +7,7 @@ owns one pooled client; many workers share a core because they spend their time 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,8 @@ class WorkerSettings:
     max_tokens_per_request: int | None = None
     request_concurrency: int = 4
     filesystem_options: dict[str, Any] | None = field(default=None, hash=False)
+    content_key: str = ""
+    """Hash of the fields that shape a vector (model, task, dimensions...): part of every ``content_hash``."""
 
 
 class RemoteGate:
@@ -61,10 +64,22 @@ def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
 
 
-def output_table(rows: pa.Table, vectors: np.ndarray, ok: np.ndarray, passthrough: tuple[str, ...]) -> pa.Table:
-    """``id``, ``vector`` (fixed_size_list<float32>[dim]) and the passthrough columns of the rows embedded."""
+def content_hashes(texts: list[str | None], content_key: str) -> pa.Array:
+    """A stable hash of the exact text sent with the fields that shape its vector: equal hash, equal vector."""
+    key = content_key.encode()
+    return pa.array([None if text is None else
+                     hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16, key=key[:64]).hexdigest()
+                     for text in texts], type=pa.string())
+
+
+def output_table(rows: pa.Table, vectors: np.ndarray, ok: np.ndarray, passthrough: tuple[str, ...],
+                 hashes: pa.Array | None = None) -> pa.Table:
+    """``id``, ``vector`` (fixed_size_list<float32>[dim]), ``content_hash`` and the passthrough columns of the rows
+    embedded."""
     mask = pa.array(ok)
     columns = {"id": rows.column("id").filter(mask), "vector": vectors_to_arrow(vectors[ok])}
+    if hashes is not None:
+        columns["content_hash"] = hashes.filter(mask)
     for name in passthrough:
         columns[name] = rows.column(name).filter(mask)
     return pa.table(columns)
@@ -112,7 +127,8 @@ class EmbedWorker:
         read_s = time.perf_counter() - started
         texts = rows.column("text").to_pylist()
         result = await self._get_embedder().embed(texts)
-        table = output_table(rows, result.vectors, result.ok, self.settings.read_spec.passthrough)
+        table = output_table(rows, result.vectors, result.ok, self.settings.read_spec.passthrough,
+                             content_hashes(texts, self.settings.content_key))
         stats = {
             "shard_id": shard.shard_id, "rows": rows.num_rows, "embedded": table.num_rows,
             "failed": len(result.failures), "tokens": result.tokens, "requests": result.requests,
