@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("embedder.plan_cli", "files, rows, shards, tokens, cost and duration of a job, without API calls"),
     "status": ("embedder.status", "progress of a job from its checkpoint ledger, also while it runs"),
     "demo": ("embedder.demo", "embed a generated sample corpus end to end (local stand-in server without a key)"),
+    "search": ("embedder.search_cli", "embed a query and search the job's Milvus collection"),
     "mock-jina": ("embedder.mock_jina.cli", "run the local Jina-compatible stand-in server (development only)"),
 }
 

@@ -69,7 +69,8 @@ class Sink(abc.ABC):
         """Store one shard durably; writing the same shard again replaces it (never duplicates rows)."""
 
     @abc.abstractmethod
-    def commit(self, shard_ids: Sequence[str], receipts: Iterable[WriteReceipt] = ()) -> CommitReceipt:
+    def commit(self, shard_ids: Sequence[str], receipts: Iterable[WriteReceipt] = (), *,
+               expected_rows: int | None = None) -> CommitReceipt:
         """Finish a complete run whose plan is exactly ``shard_ids``. ``receipts`` are write receipts of other
         sink objects of the same output (a sink may use them instead of asking the destination)."""
 

@@ -105,7 +105,8 @@ class ParquetSink(Sink):
         self._written[shard_id] = table.num_rows
         return WriteReceipt(shard_id=shard_id, rows=table.num_rows, bytes=data.size, location=fsutil.uri(fs, path))
 
-    def commit(self, shard_ids: Sequence[str], receipts: Iterable[WriteReceipt] = ()) -> CommitReceipt:
+    def commit(self, shard_ids: Sequence[str], receipts: Iterable[WriteReceipt] = (), *,
+               expected_rows: int | None = None) -> CommitReceipt:
         """Write ``_manifest.json`` listing exactly the parts of ``shard_ids``; delete every other part and any
         leftover temporary file. ``SinkError`` when a planned shard has no part.
 

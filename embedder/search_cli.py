@@ -1,0 +1,115 @@
+"""``embedder search JOB.toml "query"``: embed a query and search the job's Milvus collection.
+
+The query is embedded with the job's model and dimensions, as a query: ``retrieval.query`` when the documents
+were embedded for retrieval (``retrieval.passage``, or no task given), otherwise the job's own task (symmetric
+tasks such as ``text-matching`` embed both sides alike). The first Milvus sink of the job is searched.
+
+Milvus Lite lets one process open a database: while a job writes to it, this command fails with a message
+saying so (serve the database with ``milvus-lite server`` to search during a run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from typing import Any
+
+SNIPPET_CHARS = 80
+"""Passthrough values longer than this are cut in the text output (``--json`` prints them whole)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job", help="the job file (TOML) whose Milvus sink is searched")
+    parser.add_argument("query", help="the text to search for")
+    parser.add_argument("-k", "--top-k", type=int, default=5, help="number of results (default 5)")
+    parser.add_argument("--filter", default="", metavar="EXPR",
+                        help="Milvus boolean expression over passthrough fields, e.g. 'topic == \"sports\"'")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a key of the job file (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    from embedder.config import MilvusSinkConfig, load_job
+    from embedder.errors import ConfigError
+
+    if not getattr(args, "debug", False):  # faiss and Milvus Lite announce themselves at INFO on every start
+        for name in ("faiss.loader", "milvus_lite"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    if args.top_k < 1:
+        raise ConfigError(f"-k must be at least 1, got {args.top_k}")
+    config = load_job(args.job, args.overrides)
+    sink = next((s for s in config.sinks if isinstance(s, MilvusSinkConfig)), None)
+    if sink is None:
+        raise ConfigError(f"{args.job} has no Milvus sink to search (add a [[sinks]] table with kind = \"milvus\")")
+    vector = embed_query(config, args.query)
+    hits = search(sink, vector, top_k=args.top_k, fields=config.source.passthrough, expr=args.filter)
+    if args.json:
+        print(json.dumps({"query": args.query, "collection": sink.collection, "metric": sink.metric,
+                          "hits": hits}, ensure_ascii=False, default=str))
+    else:
+        print(format_hits(hits, sink.metric))
+    return 0
+
+
+def query_task(task: str | None) -> str | None:
+    """The task a query is embedded with, given the task the documents were embedded with."""
+    return "retrieval.query" if task in (None, "retrieval.passage") else task
+
+
+def embed_query(config: Any, text: str) -> list[float]:
+    from embedder.function import JinaEmbeddingFunction
+    from embedder.job import api_key_or_fail
+
+    emb = config.embedding
+    task = query_task(emb.task)
+    function = JinaEmbeddingFunction(emb.model, api_key_or_fail(config).reveal(), task=task or "retrieval.query",
+                                     dimensions=emb.dimensions, api_base=emb.api_base, timeout=emb.timeout_s,
+                                     normalized=emb.normalized, truncate=True, embedding_type=emb.embedding_type,
+                                     max_attempts=emb.max_retries + 1)
+    with function:
+        return [float(x) for x in function([text])[0]]
+
+
+def search(sink: Any, vector: list[float], *, top_k: int, fields: tuple[str, ...] = (), expr: str = "") -> list[dict]:
+    """The ``top_k`` nearest rows: ``rank``, ``id``, ``score`` and the passthrough ``fields`` the collection has."""
+    from embedder.errors import SinkError
+    from embedder.sinks.milvus import connect, describe_error, disconnect
+
+    client = connect(sink.uri, db_name=sink.db_name, token_env=sink.token_env)  # no waiting: say it is in use
+    where = f"Milvus collection '{sink.collection}'"
+    try:
+        if not client.has_collection(sink.collection):
+            raise SinkError(f"{where} does not exist yet: run the job first")
+        present = {f["name"] for f in client.describe_collection(sink.collection)["fields"]}
+        output = [name for name in fields if name in present]
+        client.load_collection(sink.collection)
+        results = client.search(sink.collection, data=[vector], limit=top_k, anns_field=sink.vector_field,
+                                filter=expr, output_fields=output or [sink.id_field],
+                                search_params={"metric_type": sink.metric})
+    except SinkError:
+        raise
+    except Exception as exc:  # pymilvus errors become one clear message (a bad --filter, a missing index...)
+        raise SinkError(f"searching {where} failed: {describe_error(exc)}") from None
+    finally:
+        disconnect(client, sink.uri)
+    # a hit is keyed by the primary field's name
+    return [{"rank": rank, "id": hit[sink.id_field], "score": float(hit["distance"]),
+             "fields": {name: hit["entity"].get(name) for name in output}}
+            for rank, hit in enumerate(results[0] if results else [], start=1)]
+
+
+def format_hits(hits: list[dict], metric: str) -> str:
+    if not hits:
+        return "no results"
+    better = "lower is closer" if metric == "L2" else "higher is closer"
+    lines = [f"{'rank':>4}  {'score':>8}  id  ({metric}, {better})"]
+    for hit in hits:
+        lines.append(f"{hit['rank']:>4}  {hit['score']:>8.4f}  {hit['id']}")
+        for name, value in hit["fields"].items():
+            shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+            if len(shown) > SNIPPET_CHARS:
+                shown = shown[:SNIPPET_CHARS - 1] + "…"
+            lines.append(f"{'':>16}{name}: {shown}")
+    return "\n".join(lines)
