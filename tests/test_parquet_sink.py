@@ -19,6 +19,7 @@ from embedder import fsutil
 from embedder.errors import SinkError
 from embedder.ledger import Ledger
 from embedder.sinks import ParquetSink, SinkStartInfo, WriteReceipt
+from embedder.sinks.parquet import read_manifest, read_manifest_dataset
 
 DIM = 8
 
@@ -126,11 +127,23 @@ def test_commit_refuses_a_missing_part_and_a_part_of_another_job(tmp_path, sink)
         other.commit(["s1"])
 
 
-def test_start_removes_an_old_manifest(tmp_path, sink):
+def test_each_commit_is_a_new_version_and_the_previous_one_stays_readable_until_then(tmp_path, sink):
+    out = tmp_path / "out"
     sink.write("s1", table(0, 1))
-    sink.commit(["s1"])
-    ParquetSink(str(tmp_path / "out")).start(info())
-    assert not (tmp_path / "out" / "_manifest.json").exists()
+    sink.write("s2", table(10, 2))
+    sink.commit(["s1", "s2"])
+    # the next run writes a new part beside the old ones: readers of the manifest still see version 1 whole
+    later = ParquetSink(str(out))
+    later.start(info())
+    later.write("s3", table(20, 3))
+    assert read_manifest_dataset(str(out)).count_rows() == 3
+    assert read_manifest(str(out))["dataset_version"] == 1
+    later.commit(["s1", "s3"])
+    manifest = read_manifest(str(out))
+    assert manifest["dataset_version"] == 2 and manifest["rows"] == 4
+    assert sorted(read_manifest_dataset(str(out)).to_table()["id"].to_pylist()) == [0, 20, 21, 22]
+    assert not (out / "part-s2.parquet").exists()  # listed by no current version: gone after the commit
+    assert sorted(p.name for p in (out / "_manifests").iterdir()) == ["v000001.json", "v000002.json"]
 
 
 @pytest.mark.parametrize("vector, message", [
@@ -221,7 +234,8 @@ def test_parquet_sink_on_s3(s3):
     fresh.start(info())
     assert fresh.commit(["s1"]).rows == 4  # footer read over S3
     fs = pafs.S3FileSystem(**s3)
-    names = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector("bucket/run1/out")))
+    names = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector("bucket/run1/out"))
+                   if i.type == pafs.FileType.File)
     assert names == ["_manifest.json", "part-s1.parquet"]
     assert ds.dataset("bucket/run1/out", filesystem=fs).count_rows() == 4
 

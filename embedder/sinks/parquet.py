@@ -1,12 +1,15 @@
 """Parquet output: one part file per shard, named by the shard id, and a manifest written at commit.
 
-    <output>/part-<shard_id>.parquet   one per shard, written atomically (see embedder.fsutil)
-    <output>/_manifest.json            written by commit(): exactly the parts of the run's plan
+    <output>/part-<shard_id>.parquet       one per shard, written atomically (see embedder.fsutil)
+    <output>/_manifest.json                the current version: exactly the parts of the last completed run
+    <output>/_manifests/v<NNNNNN>.json     every version ever committed (``dataset_version`` N)
 
-``pyarrow.dataset.dataset(output)`` reads exactly the manifest's rows once a run committed: pyarrow skips names
-starting with ``_`` or ``.`` (the manifest, a ``_checkpoint/`` ledger folder, ``.tmp-`` files), and commit
-deletes every ``part-*.parquet`` of a shard not in the plan. ``start()`` removes an old manifest, so a manifest
-exists only while the folder holds a committed, complete output.
+Versions: a run writes its new parts beside the current ones and leaves ``_manifest.json`` alone, so readers of
+the manifest keep seeing the previous complete version until the run commits. Commit then writes the next
+version and only afterwards deletes every ``part-*.parquet`` the new version does not list. Between runs,
+``pyarrow.dataset.dataset(output)`` reads exactly the manifest's rows (pyarrow skips names starting with ``_`` or
+``.``: the manifests, a ``_checkpoint/`` ledger folder, ``.tmp-`` files); while a run is writing, read through the
+manifest (:func:`read_manifest_dataset`).
 
 Encoding (measured through ``write()`` incl. fsync, 5,000 x 1024 normalised float32 vectors + string ids, 2 cores,
 ext4): embeddings barely compress, but splitting float bytes into streams (``BYTE_STREAM_SPLIT``) lets zstd
@@ -30,6 +33,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -38,6 +42,7 @@ from embedder.errors import SinkError
 from embedder.sinks.base import CommitReceipt, Sink, SinkStartInfo, WriteReceipt, check_vector_column
 
 MANIFEST_FILE = "_manifest.json"
+VERSIONS_DIR = "_manifests"
 _PART = re.compile(r"^part-(.+)\.parquet$")
 _VECTOR_LEAF = "vector.list.element"  # Parquet path of the floats inside the fixed_size_list column
 _LEVELLED = ("zstd", "gzip", "brotli")
@@ -74,7 +79,6 @@ class ParquetSink(Sink):
         self._info = info
         fs, root = self._open()
         fsutil.ensure_dir(fs, root)
-        fsutil.delete_files(fs, [fsutil.join(root, MANIFEST_FILE)])  # the output is changing from now on
 
     def write(self, shard_id: str, table: pa.Table) -> WriteReceipt:
         info = self._started()
@@ -124,18 +128,25 @@ class ParquetSink(Sink):
             raise SinkError(f"{len(missing)} planned shard(s) have no part file in {fsutil.uri(fs, root)}, "
                             f"e.g. {', '.join(missing[:5])}")
         rows = self._row_counts(wanted)
-        keep = set(wanted)
-        stale = [n for s, n in present.items() if s not in keep]
-        stale += [n for n in names if n.startswith(fsutil.TMP_PREFIX)]
-        fsutil.delete_files(fs, [fsutil.join(root, n) for n in stale])
+        manifest_path = fsutil.join(root, MANIFEST_FILE)
+        previous = fsutil.read_json(fs, manifest_path) or {}
         manifest = {
-            "version": 1, "fingerprint": info.fingerprint, "model": info.model, "task": info.task,
+            "version": 1, "dataset_version": int(previous.get("dataset_version", 0)) + 1,
+            "fingerprint": info.fingerprint, "model": info.model, "task": info.task,
             "dimensions": info.dimensions, "rows": sum(rows.values()),
             "parts": [{"path": part_name(s), "rows": rows[s], "shard_id": s} for s in wanted],
             "created_at": fsutil.now_iso(),
         }
-        manifest_path = fsutil.join(root, MANIFEST_FILE)
+        history = fsutil.join(root, VERSIONS_DIR)
+        fsutil.ensure_dir(fs, history)
+        fsutil.write_json_atomic(fs, fsutil.join(history, f"v{manifest['dataset_version']:06d}.json"), manifest,
+                                 indent=1)
         fsutil.write_json_atomic(fs, manifest_path, manifest, indent=1)
+        # only now that the new version is readable do the parts only the old one listed go
+        keep = set(wanted)
+        stale = [n for s, n in present.items() if s not in keep]
+        stale += [n for n in names if n.startswith(fsutil.TMP_PREFIX)]
+        fsutil.delete_files(fs, [fsutil.join(root, n) for n in stale])
         return CommitReceipt(rows=manifest["rows"], parts=len(wanted), location=fsutil.uri(fs, root),
                              extra={"manifest": fsutil.uri(fs, manifest_path), "deleted_files": len(stale)})
 
@@ -189,3 +200,19 @@ class ParquetSink(Sink):
 
     def __repr__(self) -> str:
         return f"ParquetSink({self.path!r}, compression={self.compression!r})"
+
+
+def read_manifest(path: str, *, filesystem_options: dict | None = None) -> dict | None:
+    """The current version's manifest of a Parquet output, or ``None`` before the first completed run."""
+    fs, root = fsutil.resolve(path, options=filesystem_options)
+    return fsutil.read_json(fs, fsutil.join(root, MANIFEST_FILE))
+
+
+def read_manifest_dataset(path: str, *, filesystem_options: dict | None = None) -> pads.Dataset:
+    """The current complete version of a Parquet output as a ``pyarrow.dataset`` (safe while a run writes)."""
+    fs, root = fsutil.resolve(path, options=filesystem_options)
+    manifest = fsutil.read_json(fs, fsutil.join(root, MANIFEST_FILE))
+    if manifest is None:
+        raise SinkError(f"{fsutil.uri(fs, root)} has no {MANIFEST_FILE}: no run has completed there yet")
+    return pads.dataset([fsutil.join(root, part["path"]) for part in manifest["parts"]], filesystem=fs,
+                        format="parquet")
