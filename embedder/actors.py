@@ -5,6 +5,9 @@ Only this module and the driver import Ray, so the library stays usable (and tes
 
 from __future__ import annotations
 
+import asyncio
+import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,14 +18,72 @@ from embedder.embedding import Embedder
 from embedder.limiter import Limits, RateLimiter
 from embedder.secrets import Secret
 from embedder.sinks.base import CommitReceipt, Sink, SinkStartInfo, WriteReceipt
+from embedder.sinks.fanout import commit_sinks, write_to_sinks
 from embedder.worker import EmbedWorker, WorkerSettings
 
 
 class LimiterActor(RateLimiter):
-    """One per job: every worker on every node asks it before each request (async actor: no thread per call)."""
+    """One per job: every worker on every node asks it before each request (async actor: no thread per call).
 
-    def __init__(self, limits: Limits) -> None:
+    A worker that dies while it holds permits never returns them; they would count as requests in flight for
+    ever, and the concurrency cap and the sliding window would never free them: the whole job would stall. So
+    each permit is recorded with its owner, ``<worker name>/<incarnation>``. A restarted worker registers its new
+    incarnation before it asks for anything (:meth:`register`): the permits of its earlier incarnations go back,
+    and so does any permit an earlier incarnation's still-waiting ``acquire`` is granted later (Ray does not
+    cancel the calls of a dead caller). Any permit held longer than ``lease_s`` (far longer than one request may
+    take) is taken back as a failed attempt: a safety net for losses no one reports.
+    """
+
+    CHECK_S = 5.0
+    """How often a waiting ``acquire`` looks for expired permits."""
+
+    def __init__(self, limits: Limits, lease_s: float | None = None) -> None:
         super().__init__(limits)
+        self.lease_s = lease_s
+        self._held: dict[int, tuple[str | None, float]] = {}  # permit -> (owner, granted at)
+        self._live: dict[str, str] = {}  # worker name -> its current incarnation
+
+    async def acquire(self, estimated_tokens: int, owner: str | None = None) -> int | None:
+        while True:
+            if self._is_dead(owner):
+                return None  # nobody is waiting for this answer
+            await self._reclaim_expired()
+            try:  # cancelled only while waiting, never between a grant and its return
+                permit = await asyncio.wait_for(super().acquire(estimated_tokens), timeout=self.CHECK_S)
+            except TimeoutError:
+                continue
+            self._held[permit] = (owner, time.monotonic())
+            if self._is_dead(owner):
+                await self.release(permit, None)
+            return permit
+
+    async def release(self, permit: int, used_tokens: int | None, rate_limited_after: float | None = None,
+                      rate_limited_kind: str | None = None) -> None:
+        if self._held.pop(permit, None) is not None:  # a permit taken back meanwhile is not released twice
+            await super().release(permit, used_tokens, rate_limited_after, rate_limited_kind)
+
+    async def register(self, owner: str) -> int:
+        """``owner`` (``<worker name>/<incarnation>``) is its worker's live incarnation from now on; the permits
+        earlier incarnations hold go back as failed attempts. Returns how many."""
+        worker, _, incarnation = owner.partition("/")
+        self._live[worker] = incarnation
+        permits = [permit for permit, (held_by, _) in self._held.items() if self._is_dead(held_by)]
+        for permit in permits:
+            await self.release(permit, None)
+        return len(permits)
+
+    def _is_dead(self, owner: str | None) -> bool:
+        if owner is None:
+            return False
+        worker, _, incarnation = owner.partition("/")
+        return self._live.get(worker, incarnation) != incarnation
+
+    async def _reclaim_expired(self) -> None:
+        if not self.lease_s:
+            return
+        limit = time.monotonic() - self.lease_s
+        for permit in [p for p, (_, granted) in self._held.items() if granted < limit]:
+            await self.release(permit, None)
 
 
 class SinkWriter:
@@ -30,14 +91,25 @@ class SinkWriter:
 
     def __init__(self, sinks: Sequence[Sink], info: SinkStartInfo) -> None:
         self.sinks = list(sinks)
-        for sink in self.sinks:
-            sink.start(info)
+        self.error: Exception | None = None
+        try:
+            for sink in self.sinks:
+                sink.start(info)
+        except Exception as exc:  # raised again by ready(): Ray keeps only the text of a constructor's error
+            self.error = exc
+
+    def ready(self) -> None:
+        if self.error is not None:
+            raise self.error
 
     def write(self, shard_id: str, table: pa.Table) -> list[WriteReceipt]:
-        return [sink.write(shard_id, table) for sink in self.sinks]
+        self.ready()
+        return write_to_sinks(self.sinks, shard_id, table)
 
-    def commit(self, shard_ids: Sequence[str]) -> list[CommitReceipt]:
-        return [sink.commit(shard_ids) for sink in self.sinks]
+    def commit(self, shard_ids: Sequence[str], expected_rows: int | None = None,
+               deleted_ids: pa.Array | None = None) -> list[CommitReceipt]:
+        self.ready()
+        return commit_sinks(self.sinks, shard_ids, expected_rows, deleted_ids)
 
     def abort(self) -> None:
         for sink in self.sinks:
@@ -48,24 +120,41 @@ class RayEmbedWorker(EmbedWorker):
     """An :class:`EmbedWorker` that finds the job's limiter by name, so a restarted worker finds it again
     (an actor handle among the constructor arguments would live in the object store and could be lost)."""
 
-    def __init__(self, settings: WorkerSettings, api_key: Secret, limiter_name: str) -> None:
+    def __init__(self, settings: WorkerSettings, api_key: Secret, limiter_name: str,
+                 name: str | None = None) -> None:
         super().__init__(settings, api_key, None)
         self._limiter_name = limiter_name
+        # __init__ runs again when Ray restarts the actor: each incarnation holds its permits under its own owner
+        self.owner = f"{name}/{uuid.uuid4().hex[:12]}" if name else None
+        self._registered: asyncio.Future | None = None
 
     def _get_embedder(self) -> Embedder:
         if self._limiter is None:
             self._limiter = ray.get_actor(self._limiter_name)
         return super()._get_embedder()
 
+    async def embed_shard(self, shard: Any) -> tuple[pa.Table, dict[str, Any]]:
+        # Before this incarnation asks for any permit, the limiter learns it is the live one, and takes back what
+        # a dead predecessor held (only the worker of the same name can tell). Every call waits for that.
+        if self._registered is None:
+            self._registered = asyncio.ensure_future(self._register())
+        await self._registered
+        return await super().embed_shard(shard)
 
-def limiter_actor(limits: Limits, name: str) -> Any:
+    async def _register(self) -> None:
+        if self.owner is not None:
+            self._get_embedder()
+            await self._limiter.register.remote(self.owner)
+
+
+def limiter_actor(limits: Limits, name: str, lease_s: float | None = None) -> Any:
     # many concurrent acquire() calls wait inside the actor's event loop; none blocks another
-    return ray.remote(num_cpus=0, max_concurrency=10_000)(LimiterActor).options(name=name).remote(limits)
+    return ray.remote(num_cpus=0, max_concurrency=10_000)(LimiterActor).options(name=name).remote(limits, lease_s)
 
 
 def worker_actors(count: int, cpus: float, settings: WorkerSettings, api_key: Secret, limiter_name: str) -> list[Any]:
     cls = ray.remote(num_cpus=cpus, max_concurrency=64, max_restarts=-1)(RayEmbedWorker)
-    return [cls.remote(settings, api_key, limiter_name) for _ in range(count)]
+    return [cls.remote(settings, api_key, limiter_name, name=f"worker-{number}") for number in range(count)]
 
 
 def sink_actor(sinks: Sequence[Sink], info: SinkStartInfo) -> Any:

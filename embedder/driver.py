@@ -107,6 +107,8 @@ class Driver:
             item.stats = ray.get(ref)
         except Exception as raw:
             exc = unwrap(raw)
+            with contextlib.suppress(Exception):  # the table ref holds the same error: reading it keeps Ray
+                ray.get(item.table_ref, timeout=0)  # from printing it as an "Unhandled error" traceback
             if isinstance(exc, PermanentError | InputError | SinkError) or (
                     isinstance(exc, EmbedderError) and not getattr(exc, "retryable", False)):
                 raise exc from None
@@ -149,6 +151,7 @@ class Driver:
         p.shards_done += 1
         p.rows_done += stats.get("rows", 0)
         p.rows_embedded += stats.get("embedded", 0)
+        p.rows_copied += stats.get("copied", 0)
         p.rows_failed += stats.get("failed", 0)
         p.tokens += stats.get("tokens", 0)
         p.requests += stats.get("requests", 0)
@@ -194,8 +197,8 @@ class Driver:
         self._refresh(force=True)
         return RunOutcome("completed", self.progress)
 
-    def commit(self, shard_ids: list[str]) -> list:
-        return ray.get(self.sink.commit.remote(shard_ids))
+    def commit(self, shard_ids: list[str], expected_rows: int | None = None, deleted_ids: Any = None) -> list:
+        return ray.get(self.sink.commit.remote(shard_ids, expected_rows, deleted_ids))
 
     def shutdown(self) -> None:
         for handle in [*self.workers, self.sink]:

@@ -202,12 +202,12 @@ def shard_assignment(fs: pafs.FileSystem, workdir: str, shard_id: str) -> pa.Tab
     return dataset.to_table(filter=pc.field("shard_id") == shard_id).sort_by("_row")
 
 
-def copy_vectors(fs: pafs.FileSystem, assignment: pa.Table, row_index: dict[int, int], dimensions: int
+def copy_vectors(fs: pafs.FileSystem, assignment: pa.Table, row_start: int, dimensions: int
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """The vectors of the rows to copy: ``(positions in the shard, vectors)``, read from the old parts."""
+    """The vectors of the rows to copy: ``(positions in the shard, vectors)``, read from the old parts (only
+    their vector column)."""
     copies = assignment.filter(pc.equal(assignment["action"], COPY))
-    positions = np.fromiter((row_index[row] for row in copies["_row"].to_pylist()), dtype=np.int64,
-                            count=copies.num_rows)
+    positions = copies["_row"].to_numpy() - row_start
     vectors = np.zeros((copies.num_rows, dimensions), dtype=np.float32)
     parts = copies["part"].to_pylist()
     part_rows = copies["part_row"].to_numpy()

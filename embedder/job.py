@@ -17,6 +17,8 @@ import pyarrow as pa
 from embedder.client import EmbedOptions
 from embedder.config import JobConfig
 from embedder.errors import ConfigError, FatalError
+from embedder.incremental_job import IncrementalRun
+from embedder.incremental_job import prepare as prepare_incremental
 from embedder.ledger import Ledger
 from embedder.limiter import Limits
 from embedder.planning import JobPlan, build_plan, check_duplicate_ids, filesystem_options, read_spec
@@ -24,6 +26,7 @@ from embedder.progress import ProgressDisplay, ProgressState
 from embedder.secrets import Secret
 from embedder.sinks.base import Sink, SinkStartInfo
 from embedder.sinks.factory import build_sinks
+from embedder.sinks.fanout import commit_sinks
 from embedder.worker import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 class RunOptions:
     restart: bool = False
     retry_failed: bool = False
+    incremental: bool = False
 
 
 def api_key_or_fail(config: JobConfig) -> Secret:
@@ -49,14 +53,16 @@ def embed_options(config: JobConfig) -> EmbedOptions:
                         truncate=emb.truncate, late_chunking=emb.late_chunking, embedding_type=emb.embedding_type)
 
 
-def worker_settings(config: JobConfig) -> WorkerSettings:
+def worker_settings(config: JobConfig, incremental: IncrementalRun | None = None) -> WorkerSettings:
     emb = config.embedding
     per_worker = max(1, -(-config.limits.max_concurrency // config.workers.count))
     return WorkerSettings(options=embed_options(config), read_spec=read_spec(config), api_base=emb.api_base,
                           timeout_s=emb.timeout_s, max_attempts=emb.max_retries + 1,
                           max_inputs=emb.batch_size or None, max_tokens_per_request=emb.max_tokens_per_request or None,
                           request_concurrency=per_worker + 1, filesystem_options=filesystem_options(config),
-                          content_key=content_key(config))
+                          content_key=content_key(config),
+                          incremental_dir=incremental.workdir if incremental else None,
+                          previous_output=incremental.previous_output if incremental else None)
 
 
 def content_key(config: JobConfig) -> str:
@@ -79,6 +85,12 @@ def ledger_location(config: JobConfig) -> str:
     return config.checkpoint.path
 
 
+def ledger_filesystem_options(config: JobConfig) -> dict | None:
+    """``source.s3_endpoint`` for a ledger on S3, as the reader and the Parquet sink get it (without it a ledger on
+    an S3-compatible store set only in the job file would be looked for on AWS)."""
+    return filesystem_options(config) if ledger_location(config).startswith("s3://") else None
+
+
 def _init_ray() -> None:
     import ray
 
@@ -98,13 +110,16 @@ def run_job(config: JobConfig, options: RunOptions = RunOptions(), *, out: TextI
     print(json.dumps(config.to_display_dict(), indent=2, default=str), file=out)
     plan = build_plan(config)
     ledger = Ledger.open(ledger_location(config), config.fingerprint(), config.fingerprint_fields(),
-                         restart=options.restart)
+                         restart=options.restart, filesystem_options=ledger_filesystem_options(config))
     shard_ids = [shard.shard_id for shard in plan.shards]
     digest = hashlib.sha256("\n".join(shard_ids).encode()).hexdigest()
     previous = ledger.read_plan(include_shard_ids=False) or {}
     if previous.get("plan_digest") != digest or not previous.get("ids_checked"):
         # once per unchanged input: a resumed job does not read every id again
         check_duplicate_ids(plan.shards, read_spec(config), filesystem_options(config))
+        # Arrow's allocator keeps what the check freed (~90 MB at 1M ids) for reuse: give it back, so the
+        # driver's memory does not depend on the corpus size (benchmarks/memory_scale.py)
+        pa.default_memory_pool().release_unused()
     ledger.write_plan({**plan.summary(), "plan_digest": digest, "ids_checked": True}, shard_ids)
     done = ledger.done_ids()
     if options.retry_failed:
@@ -118,14 +133,24 @@ def run_job(config: JobConfig, options: RunOptions = RunOptions(), *, out: TextI
                              price_per_million_tokens=config.limits.price_per_million_tokens)
     print(f"embedder: {len(plan.shards)} shards, {plan.rows:,} rows; {len(skipped)} shards already done, "
           f"{len(todo)} to embed; checkpoint at {ledger.location}", file=out)
+    incremental = None
+    if options.incremental or config.mode == "incremental":
+        incremental = prepare_incremental(config, plan, ledger, content_key(config), out)
     sinks = build_sinks(config)
     info = sink_start_info(config, plan.sample)
     status, error, commits = "completed", None, []
+    deleted = incremental.deleted_ids if incremental else None
     if todo:
-        status, error, commits = _embed_on_ray(config, plan, todo, ledger, sinks, info, key, progress, out)
+        status, error, commits = _embed_on_ray(config, plan, todo, ledger, sinks, info, key, progress, out,
+                                               incremental)
     else:
-        commits = _commit_locally(sinks, info, shard_ids)
+        for sink in sinks:
+            sink.start(info)
+        # nothing to embed: no Ray cluster is started, so a finished job's rerun takes seconds
+        commits = commit_sinks(sinks, shard_ids, expected_output_rows(plan, ledger), deleted)
     report = _report(config, plan, progress, status, error, commits, started, ledger)
+    if incremental is not None:
+        report["incremental"] = incremental.report(progress)
     ledger.write_report(report)
     _print_summary(report, out)
     if status == "interrupted":
@@ -133,38 +158,44 @@ def run_job(config: JobConfig, options: RunOptions = RunOptions(), *, out: TextI
     return 0 if status == "completed" else 1
 
 
-def _commit_locally(sinks: list[Sink], info: SinkStartInfo, shard_ids: list[str]) -> list:
-    # Nothing to embed: no Ray cluster is started, so a finished job's rerun takes seconds.
-    receipts = []
-    for sink in sinks:
-        sink.start(info)
-        receipts.append(sink.commit(shard_ids))
-    return receipts
+def expected_output_rows(plan: JobPlan, ledger: Ledger) -> int:
+    """Rows the sinks should hold: every planned row but the dead-lettered ones."""
+    return plan.rows - ledger.failed_rows().num_rows
 
 
 def _embed_on_ray(config: JobConfig, plan: JobPlan, todo: list, ledger: Ledger, sinks: list[Sink],
-                  info: SinkStartInfo, key: Secret, progress: ProgressState, out: TextIO) -> tuple:
+                  info: SinkStartInfo, key: Secret, progress: ProgressState, out: TextIO,
+                  incremental: IncrementalRun | None = None) -> tuple:
     import ray
 
     from embedder import actors
-    from embedder.driver import Driver, DriverSettings
+    from embedder.driver import Driver, DriverSettings, unwrap
 
     _init_ray()
     limits = config.limits
     limiter_name = f"embedder-limiter-{uuid.uuid4().hex[:12]}"
+    # a permit held far longer than one request can take belongs to a lost request: the limiter takes it back
+    lease_s = 2 * config.embedding.timeout_s + 60
     limiter = actors.limiter_actor(Limits(rpm=limits.rpm, tpm=limits.tpm, max_concurrency=limits.max_concurrency),
-                                   limiter_name)
+                                   limiter_name, lease_s)
     workers = config.workers
     settings = DriverSettings(workers=workers.count, cpus_per_worker=workers.cpus_per_worker,
                               max_shards_in_flight=workers.max_shards_in_flight or 2 * workers.count)
     display = ProgressDisplay(progress, stream=out, interval_s=config.progress.interval_s)
-    driver = Driver(settings=settings, ledger=ledger, worker_args=(worker_settings(config), key, limiter_name),
-                    limiter=limiter, sinks=sinks, sink_info=info, progress=progress, display=display)
+    worker_args = (worker_settings(config, incremental), key, limiter_name)
+    driver = Driver(settings=settings, ledger=ledger, worker_args=worker_args, limiter=limiter, sinks=sinks,
+                    sink_info=info, progress=progress, display=display)
     try:
-        ray.get(driver.sink.__ray_ready__.remote())  # a sink that refuses its destination fails before any request
+        try:  # a sink that refuses its destination fails here, before any request
+            ray.get(driver.sink.ready.remote())
+        except Exception as exc:
+            raise unwrap(exc) from None
         outcome = driver.run(todo)
         display.close()
-        commits = driver.commit([s.shard_id for s in plan.shards]) if outcome.status == "completed" else []
+        commits = []
+        if outcome.status == "completed":
+            commits = driver.commit([s.shard_id for s in plan.shards], expected_output_rows(plan, ledger),
+                                    incremental.deleted_ids if incremental else None)
         return outcome.status, outcome.error, commits
     finally:
         driver.shutdown()
@@ -194,6 +225,14 @@ def _print_summary(report: dict, out: TextIO) -> None:
           file=out)
     for output in report["outputs"]:
         print(f"embedder: output {output['location']}: {output['rows']:,} rows in {output['parts']:,} parts", file=out)
+        expected = output.get("expected_rows")
+        if expected is not None and output.get("count") != expected:
+            print(f"embedder: warning: {output['location']} holds {output.get('count'):,} rows, this job's plan put "
+                  f"{expected:,} rows there", file=out)
+    if report.get("incremental"):
+        inc = report["incremental"]
+        print(f"embedder: incremental: {inc['new']:,} new, {inc['changed']:,} changed, {inc['unchanged']:,} "
+              f"unchanged, {inc['deleted']:,} deleted; about {inc['tokens_saved_estimate']:,} tokens saved", file=out)
     if report["failed_rows_total"]:
         print(f"embedder: {report['failed_rows_total']:,} rows could not be embedded; see "
               f"{report['checkpoint']}/_failed/ and rerun with --retry-failed after fixing them", file=out)

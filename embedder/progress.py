@@ -35,6 +35,7 @@ class ProgressState:
     shards_done: int = 0
     rows_done: int = 0
     rows_embedded: int = 0
+    rows_copied: int = 0  # incremental runs: unchanged rows whose vectors were kept
     rows_failed: int = 0
     tokens: int = 0
     requests: int = 0

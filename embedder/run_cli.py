@@ -13,6 +13,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start over: forget finished shards (needed when the job's fingerprint changed)")
     parser.add_argument("--retry-failed", action="store_true",
                         help="embed again only the shards whose rows were dead-lettered by an earlier run")
+    parser.add_argument("--incremental", action="store_true",
+                        help="embed only new and changed rows against the last completed version of the output "
+                             "(same as mode = \"incremental\" in the job file)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,4 +24,5 @@ def run(args: argparse.Namespace) -> int:
 
     refuse_unknown(args)
     config = load_job(args.job, args.overrides)
-    return run_job(config, RunOptions(restart=args.restart, retry_failed=args.retry_failed))
+    return run_job(config, RunOptions(restart=args.restart, retry_failed=args.retry_failed,
+                                      incremental=args.incremental))

@@ -7,16 +7,17 @@ owns one pooled client; many workers share a core because they spend their time 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from embedder import fsutil
 from embedder.client import EmbedOptions, JinaClient, RetryPolicy
-from embedder.embedding import Embedder
+from embedder.embedding import Embedder, EmbedResult
+from embedder.incremental import content_hashes, copy_vectors, shard_assignment
 from embedder.reader import ReadSpec, read_shard
 from embedder.secrets import Secret
 from embedder.shards import Shard
@@ -39,6 +40,10 @@ class WorkerSettings:
     request_concurrency: int = 4
     filesystem_options: dict[str, Any] | None = field(default=None, hash=False)
     content_key: str = ""
+    incremental_dir: str | None = None
+    """An incremental run's classification (a location in the ledger): which rows to copy instead of embed."""
+    previous_output: str | None = None
+    """The Parquet output whose current version holds the vectors to copy."""
     """Hash of the fields that shape a vector (model, task, dimensions...): part of every ``content_hash``."""
 
 
@@ -47,11 +52,15 @@ class RemoteGate:
 
     handles_rate_limits = True
 
-    def __init__(self, limiter: Any) -> None:
+    def __init__(self, limiter: Any, owner: str | None = None) -> None:
         self.limiter = limiter
+        self.owner = owner
+        """Names the worker holding the permits, so its restarted successor can return what it held."""
 
     async def acquire(self, estimated_tokens: int) -> Any:
-        return await self.limiter.acquire.remote(estimated_tokens)
+        if self.owner is None:
+            return await self.limiter.acquire.remote(estimated_tokens)
+        return await self.limiter.acquire.remote(estimated_tokens, self.owner)
 
     async def release(self, permit: Any, used_tokens: int | None, rate_limited_after: float | None = None,
                       rate_limited_kind: str | None = None) -> None:
@@ -64,16 +73,8 @@ def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
 
 
-def content_hashes(texts: list[str | None], content_key: str) -> pa.Array:
-    """A stable hash of the exact text sent with the fields that shape its vector: equal hash, equal vector."""
-    key = content_key.encode()
-    return pa.array([None if text is None else
-                     hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16, key=key[:64]).hexdigest()
-                     for text in texts], type=pa.string())
-
-
 def output_table(rows: pa.Table, vectors: np.ndarray, ok: np.ndarray, passthrough: tuple[str, ...],
-                 hashes: pa.Array | None = None) -> pa.Table:
+                 hashes: pa.Array | None = None, copied: np.ndarray | None = None) -> pa.Table:
     """``id``, ``vector`` (fixed_size_list<float32>[dim]), ``content_hash`` and the passthrough columns of the rows
     embedded."""
     mask = pa.array(ok)
@@ -82,6 +83,8 @@ def output_table(rows: pa.Table, vectors: np.ndarray, ok: np.ndarray, passthroug
         columns["content_hash"] = hashes.filter(mask)
     for name in passthrough:
         columns[name] = rows.column(name).filter(mask)
+    if copied is not None:  # an incremental run: rows taken over from the previous version (see sinks.fanout)
+        columns["_copied"] = pa.array(copied[ok])
     return pa.table(columns)
 
 
@@ -101,6 +104,9 @@ def failed_table(rows: pa.Table, shard: Shard, failures: list) -> pa.Table:
 class EmbedWorker:
     """Embeds whole shards; the job's driver gives each worker a bounded number of shards at a time."""
 
+    owner: str | None = None
+    """The name this worker's limiter permits are held under (see ``embedder.actors.LimiterActor``)."""
+
     def __init__(self, settings: WorkerSettings, api_key: Secret, limiter: Any | None = None) -> None:
         self.settings = settings
         self._api_key = api_key
@@ -113,7 +119,7 @@ class EmbedWorker:
             settings = self.settings
             client = JinaClient(self._api_key.reveal(), api_base=settings.api_base, timeout=settings.timeout_s,
                                 retry=RetryPolicy(max_attempts=settings.max_attempts),
-                                gate=RemoteGate(self._limiter) if self._limiter is not None else None)
+                                gate=RemoteGate(self._limiter, self.owner) if self._limiter is not None else None)
             self._embedder = Embedder(client, settings.options, max_inputs=settings.max_inputs,
                                       max_tokens_per_request=settings.max_tokens_per_request,
                                       concurrency=settings.request_concurrency)
@@ -126,17 +132,51 @@ class EmbedWorker:
                                        filesystem_options=self.settings.filesystem_options)
         read_s = time.perf_counter() - started
         texts = rows.column("text").to_pylist()
-        result = await self._get_embedder().embed(texts)
+        copies = await asyncio.to_thread(self._copies, shard)
+        if copies is None:
+            result, copied = await self._get_embedder().embed(texts), None
+        else:
+            result, copied = await self._embed_around(texts, *copies)
         table = output_table(rows, result.vectors, result.ok, self.settings.read_spec.passthrough,
-                             content_hashes(texts, self.settings.content_key))
+                             content_hashes(texts, self.settings.content_key), copied)
         stats = {
             "shard_id": shard.shard_id, "rows": rows.num_rows, "embedded": table.num_rows,
             "failed": len(result.failures), "tokens": result.tokens, "requests": result.requests,
             "attempts": result.attempts, "rate_limited": result.rate_limited, "splits": result.splits,
-            "read_s": round(read_s, 3), "seconds": round(time.perf_counter() - started, 3),
+            "copied": 0 if copied is None else int(copied.sum()), "read_s": round(read_s, 3),
+            "seconds": round(time.perf_counter() - started, 3),
             "failed_rows": failed_table(rows, shard, result.failures),
         }
         return table, stats
+
+    def _copies(self, shard: Shard) -> tuple[np.ndarray, np.ndarray] | None:
+        """In an incremental run: positions of the shard's unchanged rows and their previous vectors."""
+        settings = self.settings
+        if settings.incremental_dir is None or settings.previous_output is None:
+            return None
+        ledger_fs, workdir = fsutil.resolve(settings.incremental_dir, options=settings.filesystem_options)
+        assignment = shard_assignment(ledger_fs, workdir, shard.shard_id)
+        if assignment.num_rows == 0:
+            return None
+        output_fs, _ = fsutil.resolve(settings.previous_output, options=settings.filesystem_options)
+        dimensions = settings.options.spec.dimensions_or_default(settings.options.dimensions)
+        return copy_vectors(output_fs, assignment, shard.row_start, dimensions)
+
+    async def _embed_around(self, texts: list[str | None], positions: np.ndarray, vectors: np.ndarray
+                            ) -> tuple[EmbedResult, np.ndarray]:
+        """Embed every text but those at ``positions``, whose ``vectors`` are known already."""
+        copied = np.zeros(len(texts), dtype=bool)
+        copied[positions] = True
+        send = np.flatnonzero(~copied)
+        sent = await self._get_embedder().embed([texts[i] for i in send])
+        result = EmbedResult(vectors=np.zeros((len(texts), vectors.shape[1]), dtype=np.float32),
+                             ok=copied.copy(), tokens=sent.tokens, requests=sent.requests, attempts=sent.attempts,
+                             rate_limited=sent.rate_limited, splits=sent.splits)
+        result.vectors[positions] = vectors
+        result.vectors[send] = sent.vectors
+        result.ok[send] = sent.ok
+        result.failures = [replace(failure, index=int(send[failure.index])) for failure in sent.failures]
+        return result, copied
 
     async def shutdown(self) -> None:
         if self._embedder is not None:

@@ -47,12 +47,12 @@ def test_rows_are_classified_and_unchanged_vectors_copied(tmp_path, monkeypatch,
     first = shard_assignment(fs, str(tmp_path / "w"), shards[0].shard_id)
     assert first["_row"].to_pylist() == [0, 1, 2, 3]
     assert first["action"].to_pylist() == [incremental.COPY, incremental.EMBED, incremental.COPY, incremental.EMBED]
-    positions, vectors = copy_vectors(fs, first, {0: 0, 1: 1, 2: 2, 3: 3}, 4)
+    positions, vectors = copy_vectors(fs, first, 0, 4)
     assert positions.tolist() == [0, 2]
     np.testing.assert_array_equal(vectors, v1[[0, 2]])
 
     second = shard_assignment(fs, str(tmp_path / "w"), shards[1].shard_id)
-    positions, vectors = copy_vectors(fs, second, {0: 0, 1: 1}, 4)
+    positions, vectors = copy_vectors(fs, second, 0, 4)
     np.testing.assert_array_equal(vectors, v2[[1, 0]])  # f then e
     assert incremental.load_classification(fs, str(tmp_path / "w")).unchanged == 4
 

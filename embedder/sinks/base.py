@@ -77,6 +77,15 @@ class Sink(abc.ABC):
     def abort(self) -> None:  # noqa: B027 - optional hook: most sinks have nothing to undo
         """The run failed or was interrupted: release resources. Durably written shards are kept."""
 
+    keeps_rows_between_runs: bool = False
+    """True when rows written by earlier runs stay without being written again (a Milvus collection); False
+    when each version must be written whole (Parquet parts). An incremental run sends such a sink only the rows
+    it embedded, and tells it the ids to delete."""
+
+    def delete_ids(self, ids: pa.Array) -> int:
+        """Remove rows by id (an incremental run's deleted rows); the number asked to delete."""
+        return 0
+
     def has_shard(self, shard_id: str) -> bool:
         """Whether the destination holds ``shard_id`` (``False`` when the sink cannot tell)."""
         return False

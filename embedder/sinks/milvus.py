@@ -244,6 +244,20 @@ class MilvusSink(Sink):
         return CommitReceipt(rows=count, parts=len(wanted), location=self.location,
                              extra={"collection": self.collection, "count": count, "expected_rows": expected_rows})
 
+    keeps_rows_between_runs = True
+    DELETE_BATCH = 10_000
+
+    def delete_ids(self, ids: pa.Array) -> int:
+        """Delete rows by primary key, in bounded batches (an incremental run's deleted ids)."""
+        self._started()
+        client = self._open()
+        values = ids.to_pylist()
+        for start in range(0, len(values), self.DELETE_BATCH):
+            batch = values[start:start + self.DELETE_BATCH]
+            self._call(f"delete of {len(batch)} ids",
+                       lambda batch=batch: client.delete(self.collection, ids=batch, timeout=RPC_TIMEOUT_S))
+        return len(values)
+
     def abort(self) -> None:
         self.close()  # upserted rows stay: the ledger refers to them on resume
 
