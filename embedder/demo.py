@@ -76,20 +76,39 @@ def job_demo(args: argparse.Namespace) -> int:
 
     corpus = os.path.join(args.workdir, "corpus")
     output = os.path.join(args.workdir, "embeddings")
+    milvus_db = os.path.abspath(os.path.join(args.workdir, "milvus.db"))
     if not os.path.isdir(corpus):
         print(f"demo: generating a sample corpus of {args.rows:,} rows in {corpus}")
         write_parquet_corpus(corpus, args.rows)
-    config = default_job(overrides=[
-        f"source.path={corpus}", "source.passthrough=['title', 'topic']", "source.shard_rows=5000",
-        f"sink.path={output}", f"workers.count={args.workers}", "limits.rpm=500", "limits.tpm=5000000",
-        "limits.max_concurrency=8",
-    ])
-    print(f"demo: embedding {corpus} into {output} on a local Ray cluster")
+    config = default_job(
+        sinks=[{"kind": "parquet", "path": output},
+               {"kind": "milvus", "uri": milvus_db, "collection": "demo"}],
+        overrides=[f"source.path={corpus}", "source.passthrough=['title', 'topic']", "source.shard_rows=5000",
+                   f"workers.count={args.workers}", "limits.rpm=500", "limits.tpm=5000000",
+                   "limits.max_concurrency=8", f"checkpoint.path={os.path.join(output, '_checkpoint')}"])
+    print(f"demo: embedding {corpus} into {output} (Parquet) and {milvus_db} (Milvus Lite) on a local Ray cluster")
     code = run_job(config, RunOptions(restart=args.restart), out=sys.stdout)
-    if code == 0:
-        print(f"demo: done. Vectors are in {output} (read them with pyarrow.dataset.dataset({output!r})); "
-              f"progress and the run report are in {config.checkpoint.path}")
-    return code
+    if code != 0:
+        return code
+    search_demo(config, corpus)
+    print(f"demo: done. Vectors are in {output} (read them with "
+          f"embedder.sinks.parquet.read_manifest_dataset({output!r})) and in the Milvus Lite collection 'demo' at "
+          f"{milvus_db}; the run report is in {config.checkpoint.path}")
+    return 0
+
+
+def search_demo(config, corpus: str) -> None:
+    """Search the collection with one document's own text: that document should come first."""
+    import pyarrow.dataset as ds
+
+    from embedder.config import MilvusSinkConfig
+    from embedder.search_cli import embed_query, format_hits, search
+
+    sink = next(s for s in config.sinks if isinstance(s, MilvusSinkConfig))
+    row = ds.dataset(corpus).head(1, columns=["id", "text"]).to_pylist()[0]
+    hits = search(sink, embed_query(config, row["text"]), top_k=3, fields=("title", "topic"))
+    print(f"demo: searching 'demo' with the text of {row['id']} ({row['text'][:60]}...):")
+    print(format_hits(hits, sink.metric))
 
 
 def run(args: argparse.Namespace) -> int:

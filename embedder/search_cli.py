@@ -87,7 +87,7 @@ def search(sink: Any, vector: list[float], *, top_k: int, fields: tuple[str, ...
         client.load_collection(sink.collection)
         results = client.search(sink.collection, data=[vector], limit=top_k, anns_field=sink.vector_field,
                                 filter=expr, output_fields=output or [sink.id_field],
-                                search_params={"metric_type": sink.metric})
+                                search_params={"metric_type": sink.metric}, consistency_level="Strong")
     except SinkError:
         raise
     except Exception as exc:  # pymilvus errors become one clear message (a bad --filter, a missing index...)
