@@ -6,7 +6,6 @@ Only this module and the driver import Ray, so the library stays usable (and tes
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +20,8 @@ from embedder.sinks.base import CommitReceipt, Sink, SinkStartInfo, WriteReceipt
 from embedder.sinks.fanout import commit_sinks, write_to_sinks
 from embedder.worker import EmbedWorker, WorkerSettings
 
+_RETURNED = object()
+
 
 class LimiterActor(RateLimiter):
     """One per job: every worker on every node asks it before each request (async actor: no thread per call).
@@ -31,35 +32,34 @@ class LimiterActor(RateLimiter):
     incarnation before it asks for anything (:meth:`register`): the permits of its earlier incarnations go back,
     and so does any permit an earlier incarnation's still-waiting ``acquire`` is granted later (Ray does not
     cancel the calls of a dead caller). Any permit held longer than ``lease_s`` (far longer than one request may
-    take) is taken back as a failed attempt: a safety net for losses no one reports.
+    take) is retired by the window itself (:class:`~embedder.limiter.RateWindow`): a safety net for losses no one
+    reports.
     """
 
     CHECK_S = 5.0
-    """How often a waiting ``acquire`` looks for expired permits."""
+    """How often a waiting ``acquire`` checks that its caller is still alive."""
 
     def __init__(self, limits: Limits, lease_s: float | None = None) -> None:
-        super().__init__(limits)
-        self.lease_s = lease_s
-        self._held: dict[int, tuple[str | None, float]] = {}  # permit -> (owner, granted at)
+        super().__init__(limits, **({"lease_s": lease_s} if lease_s else {}))
+        self._held: dict[int, str | None] = {}  # permit -> owner
         self._live: dict[str, str] = {}  # worker name -> its current incarnation
 
     async def acquire(self, estimated_tokens: int, owner: str | None = None) -> int | None:
         while True:
             if self._is_dead(owner):
                 return None  # nobody is waiting for this answer
-            await self._reclaim_expired()
             try:  # cancelled only while waiting, never between a grant and its return
                 permit = await asyncio.wait_for(super().acquire(estimated_tokens), timeout=self.CHECK_S)
             except TimeoutError:
                 continue
-            self._held[permit] = (owner, time.monotonic())
+            self._held[permit] = owner
             if self._is_dead(owner):
                 await self.release(permit, None)
             return permit
 
     async def release(self, permit: int, used_tokens: int | None, rate_limited_after: float | None = None,
                       rate_limited_kind: str | None = None) -> None:
-        if self._held.pop(permit, None) is not None:  # a permit taken back meanwhile is not released twice
+        if self._held.pop(permit, _RETURNED) is not _RETURNED:  # a permit taken back is not released twice
             await super().release(permit, used_tokens, rate_limited_after, rate_limited_kind)
 
     async def register(self, owner: str) -> int:
@@ -67,7 +67,7 @@ class LimiterActor(RateLimiter):
         earlier incarnations hold go back as failed attempts. Returns how many."""
         worker, _, incarnation = owner.partition("/")
         self._live[worker] = incarnation
-        permits = [permit for permit, (held_by, _) in self._held.items() if self._is_dead(held_by)]
+        permits = [permit for permit, held_by in self._held.items() if self._is_dead(held_by)]
         for permit in permits:
             await self.release(permit, None)
         return len(permits)
@@ -77,13 +77,6 @@ class LimiterActor(RateLimiter):
             return False
         worker, _, incarnation = owner.partition("/")
         return self._live.get(worker, incarnation) != incarnation
-
-    async def _reclaim_expired(self) -> None:
-        if not self.lease_s:
-            return
-        limit = time.monotonic() - self.lease_s
-        for permit in [p for p, (_, granted) in self._held.items() if granted < limit]:
-            await self.release(permit, None)
 
 
 class SinkWriter:
