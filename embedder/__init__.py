@@ -1,6 +1,6 @@
 """embedder: distributed, rate-limited, resumable batch embedding with Jina AI's embeddings API on Ray."""
 
-from embedder.client import EmbedOptions, EmbeddingResponse, JinaClient, RetryPolicy
+from embedder.client import EmbeddingResponse, EmbedOptions, JinaClient, RetryPolicy
 from embedder.embedding import Embedder, EmbedResult, RowFailure
 from embedder.errors import (
     ConfigError,
