@@ -7,4 +7,4 @@ if [[ ! -x "$root/.venv/bin/python" ]]; then
   "$python" -m venv "$root/.venv"
   "$root/.venv/bin/python" -m pip install --quiet --upgrade pip
 fi
-"$root/.venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root[${EMBEDDER_EXTRAS:-dev}]"
+"$root/.venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root[${EMBEDDER_EXTRAS:-dev,bench}]"
