@@ -20,6 +20,11 @@ from typing import Any, Protocol
 import httpx
 import numpy as np
 
+try:  # orjson (a pymilvus dependency) encodes a request body ~20x and parses a response ~2-10x faster than json
+    import orjson
+except ImportError:  # pragma: no cover - the stdlib path below is the same, only slower
+    orjson = None
+
 from embedder.errors import (
     FatalError,
     InputRejected,
@@ -200,11 +205,14 @@ class JinaClient:
 
     async def request_once(self, inputs: Sequence[str], options: EmbedOptions) -> EmbeddingResponse:
         """One HTTP exchange. Every failure leaves as a :class:`JinaError`; lower-level errors are mapped here."""
-        body = options.payload(inputs)
+        body = encode_body(options.payload(inputs))
         started = time.perf_counter()
         try:
-            http_response = await self._http.post(self.url, json=body)
-            content = http_response.content
+            # Streamed and joined here rather than ``response.content``: httpx's Response sits in a reference cycle
+            # (response -> stream -> response) that only the cyclic GC frees, so a body cached on it (megabytes
+            # of vectors) would outlive the request by seconds to minutes and make a worker's memory creep.
+            async with self._http.stream("POST", self.url, content=body) as http_response:
+                content = b"".join([chunk async for chunk in http_response.aiter_bytes()])
         except httpx.TimeoutException as exc:
             raise TransientError(f"request timed out after {self.timeout:g}s ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
@@ -216,11 +224,28 @@ class JinaClient:
         return decode_response(content, len(inputs), options)
 
 
+def encode_body(body: dict[str, Any]) -> bytes:
+    """The request body as UTF-8 JSON, as httpx's ``json=`` would write it (compact, non-ASCII kept as is)."""
+    if orjson is not None:
+        try:
+            return orjson.dumps(body)
+        except TypeError:  # e.g. a lone surrogate: let the stdlib path fail (or succeed) exactly as before
+            pass
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
 def _json_or_none(content: bytes) -> dict | None:
-    try:
-        data = json.loads(content)
-    except ValueError:
-        return None
+    data: object = None
+    if orjson is not None:
+        try:
+            data = orjson.loads(content)
+        except ValueError:  # stricter than json (NaN, huge integers): the stdlib decides
+            data = None
+    if data is None:
+        try:
+            data = json.loads(content)
+        except ValueError:
+            return None
     return data if isinstance(data, dict) else None
 
 
