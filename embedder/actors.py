@@ -6,6 +6,7 @@ Only this module and the driver import Ray, so the library stays usable (and tes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -120,6 +121,11 @@ class RayEmbedWorker(EmbedWorker):
         # __init__ runs again when Ray restarts the actor: each incarnation holds its permits under its own owner
         self.owner = f"{name}/{uuid.uuid4().hex[:12]}" if name else None
         self._registered: asyncio.Future | None = None
+        if self.owner is not None:
+            # a restarted incarnation gives back its predecessor's permits at once, not only when it is next given
+            # a shard: the other workers may be waiting for exactly those permits (a deadlock until the lease)
+            with contextlib.suppress(Exception):  # embed_shard registers again anyway
+                ray.get_actor(limiter_name).register.remote(self.owner)
 
     def _get_embedder(self) -> Embedder:
         if self._limiter is None:
@@ -141,8 +147,11 @@ class RayEmbedWorker(EmbedWorker):
 
 
 def limiter_actor(limits: Limits, name: str, lease_s: float | None = None) -> Any:
-    # many concurrent acquire() calls wait inside the actor's event loop; none blocks another
-    return ray.remote(num_cpus=0, max_concurrency=10_000)(LimiterActor).options(name=name).remote(limits, lease_s)
+    # many concurrent acquire() calls wait inside the actor's event loop; none blocks another.
+    # Restarted when its node is lost (it holds no state worth keeping: a fresh window, no permits; the workers
+    # find it again by name), and calls made meanwhile wait for the restart instead of failing the shard.
+    return ray.remote(num_cpus=0, max_concurrency=10_000, max_restarts=-1, max_task_retries=-1)(
+        LimiterActor).options(name=name).remote(limits, lease_s)
 
 
 def worker_actors(count: int, cpus: float, settings: WorkerSettings, api_key: Secret, limiter_name: str) -> list[Any]:

@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 SHARD_ATTEMPTS = 3
 """Times a shard is tried when transient errors outlive the client's own retries, or its worker dies."""
+LOST_WORKER_ATTEMPTS = 20
+"""Times a shard is given out again because its worker died (a lost node takes several actors at once)."""
+LOST_WORKER_PAUSE_S = 5.0
 ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError, WorkerCrashedError)
 
 
@@ -55,6 +58,7 @@ class _InFlight:
     table_ref: Any = None
     stats: dict | None = None
     attempts: int = 1
+    lost: int = 0
 
 
 @dataclass
@@ -84,12 +88,14 @@ class Driver:
         self.workers = actors.worker_actors(settings.workers, settings.cpus_per_worker, *worker_args)
         self.sink = actors.sink_actor(sinks, sink_info)
         self._load = [0] * settings.workers
+        self._avoid_until = [0.0] * settings.workers  # a worker found lost gets no shard until it is back
         self._embedding: dict[Any, _InFlight] = {}  # stats ObjectRef -> shard
         self._writing: dict[Any, _InFlight] = {}  # write ObjectRef -> shard
 
     # --- handing out work -------------------------------------------------------------------------------------
     def _submit(self, item: _InFlight) -> None:
-        worker = min(range(len(self.workers)), key=self._load.__getitem__)
+        now = time.monotonic()
+        worker = min(range(len(self.workers)), key=lambda w: (self._avoid_until[w] > now, self._load[w]))
         item.worker = worker
         self._load[worker] += 1
         table_ref, stats_ref = self.workers[worker].embed_shard.options(num_returns=2).remote(item.shard)
@@ -112,6 +118,16 @@ class Driver:
             if isinstance(exc, PermanentError | InputError | SinkError) or (
                     isinstance(exc, EmbedderError) and not getattr(exc, "retryable", False)):
                 raise exc from None
+            if isinstance(raw, ACTOR_LOST) and item.lost < LOST_WORKER_ATTEMPTS:
+                # the worker (or its node) died: not the shard's fault, so it costs none of its attempts; the
+                # worker gets no shard while Ray restarts it (calls to it fail at once meanwhile)
+                item.lost += 1
+                self._avoid_until[item.worker] = time.monotonic() + LOST_WORKER_PAUSE_S
+                log.warning("worker %d lost while embedding shard %s (%s); trying it again", item.worker,
+                            item.shard.shard_id, type(raw).__name__)
+                item.table_ref = None
+                queue.appendleft(item)
+                return
             self._retry(item, queue, f"{type(exc).__name__}: {exc}")
             return
         self._write(item)

@@ -15,7 +15,7 @@ import numpy as np
 
 from embedder.batching import MAX_CHARS_PER_TOKEN, TokenEstimator, plan_batches
 from embedder.client import EmbedOptions, JinaClient
-from embedder.errors import InputRejected, ResponseMismatch
+from embedder.errors import FatalError, InputRejected, PermanentError, ResponseMismatch
 
 # Requests far above this many tokens take many seconds each and make the token rate lumpy; small enough to
 # spread over a minute's quota, large enough that requests-per-minute rarely binds before tokens-per-minute.
@@ -98,9 +98,14 @@ class Embedder:
             raise InputRejected(f"late chunking: {exc}") from None
         semaphore = asyncio.Semaphore(self.concurrency)
         batches = [[valid[i] for i in range(start, end)] for start, end in ranges]
-        async with asyncio.TaskGroup() as group:
-            for indices in batches:
-                group.create_task(self._run(texts, indices, result, semaphore, splittable=group_sizes is None))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for indices in batches:
+                    group.create_task(self._run(texts, indices, result, semaphore, splittable=group_sizes is None))
+        except BaseExceptionGroup as errors:
+            # the error itself, not "unhandled errors in a TaskGroup": the driver decides by its type whether
+            # the job stops (a revoked key) or the shard is tried again
+            raise _most_severe(errors) from None
         result.failures.sort(key=lambda failure: failure.index)
         return result
 
@@ -136,3 +141,22 @@ class Embedder:
         result.attempts += response.attempts
         result.rate_limited += response.rate_limited
         self.estimator.observe(chars, len(inputs), response.total_tokens)
+
+
+def _most_severe(group: BaseExceptionGroup) -> BaseException:
+    """The leaf of ``group`` that matters most: fatal (auth, balance) first, then permanent, then the first."""
+    leaves: list[BaseException] = []
+
+    def walk(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                walk(inner)
+        else:
+            leaves.append(error)
+
+    walk(group)
+    for kind in (FatalError, PermanentError):
+        for leaf in leaves:
+            if isinstance(leaf, kind):
+                return leaf
+    return leaves[0] if leaves else group

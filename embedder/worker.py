@@ -59,13 +59,31 @@ class RemoteGate:
 
     async def acquire(self, estimated_tokens: int) -> Any:
         if self.owner is None:
-            return await self.limiter.acquire.remote(estimated_tokens)
-        return await self.limiter.acquire.remote(estimated_tokens, self.owner)
+            ref = self.limiter.acquire.remote(estimated_tokens)
+        else:
+            ref = self.limiter.acquire.remote(estimated_tokens, self.owner)
+        granted = asyncio.ensure_future(_await(ref))
+        try:
+            return await asyncio.shield(granted)
+        except asyncio.CancelledError:
+            # Cancelled while waiting (a sibling request of the shard failed): the limiter still grants the permit
+            # later, to nobody. Hand it back when it comes, or it stays "in flight" until its lease runs out and
+            # the concurrency cap starves every worker of the job.
+            granted.add_done_callback(self._give_back)
+            raise
+
+    def _give_back(self, granted: asyncio.Future) -> None:
+        if not granted.cancelled() and granted.exception() is None and granted.result() is not None:
+            self.limiter.release.remote(granted.result(), None)
 
     async def release(self, permit: Any, used_tokens: int | None, rate_limited_after: float | None = None,
                       rate_limited_kind: str | None = None) -> None:
         # not awaited: the worker need not wait for the bookkeeping round trip
         self.limiter.release.remote(permit, used_tokens, rate_limited_after, rate_limited_kind)
+
+
+async def _await(ref: Any) -> Any:
+    return await ref
 
 
 def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:
