@@ -171,14 +171,15 @@ def test_sink_actor_killed_mid_run(tmp_path: Path, jina, api_key, sinks) -> None
 # --- 3. a worker node lost mid-run -----------------------------------------------------------------------------
 
 @pytest.mark.ray
-def test_worker_node_lost_mid_run(tmp_path: Path, jina, api_key) -> None:
+@pytest.mark.parametrize("sinks", SINKS)
+def test_worker_node_lost_mid_run(tmp_path: Path, jina, api_key, sinks) -> None:
     """Head with 1 CPU, a worker node with 2 CPUs, 3 workers of 0.3 CPU: Ray's default (hybrid) placement fills
     the head to half, then spills to the worker node — checked, at least one worker runs there. All three fit on
     the head alone, so after the worker node is SIGKILLed mid-run its actors are restarted on the head, their
     shards are given out again, and the job finishes with the exact output."""
     table, source = corpus(tmp_path, 3000)
     out = tmp_path / "out"
-    job = fault_job(tmp_path / "job.toml", source, out, shard_rows=250, workers=3,
+    job = fault_job(tmp_path / "job.toml", source, out, sinks=sinks, shard_rows=250, workers=3,
                     embedding={"batch_size": 50}, workers_extra={"cpus_per_worker": 0.3},
                     limits={"rpm": 100_000, "tpm": 100_000_000, "max_concurrency": 3})
     checkpoint = str(out / "_checkpoint")
@@ -201,7 +202,7 @@ def test_worker_node_lost_mid_run(tmp_path: Path, jina, api_key) -> None:
         finally:
             result = run.wait(240)
     assert result.returncode == 0, result.describe()
-    assert_exact_output(str(out / "parquet"), table, dimensions=DIM)
+    check(out, table, sinks)
     report = ledger(checkpoint).read_report()
     assert report["status"] == "completed" and report["progress"]["shards_done"] == 12
 
@@ -231,14 +232,15 @@ print(json.dumps({"workers": len(actors), "on_worker_node": sum(a.node_id in wor
 FAULTS = ["500", "503_html", "stall", "malformed_json", "missing_embedding", "reset"]
 
 
-def test_server_faults_of_every_kind(tmp_path: Path, jina, api_key, ray_tmp) -> None:
+@pytest.mark.parametrize("sinks", SINKS)
+def test_server_faults_of_every_kind(tmp_path: Path, jina, api_key, ray_tmp, sinks) -> None:
     """About 20% of requests answered with one of: 500, 503 as an HTML page, a stall beyond the client's
     timeout, malformed JSON, a response missing one embedding, the connection reset mid-response (and each kind
     at least once, injected); the job retries them and ends with the exact output. One run for all kinds: a
     run per kind costs ~20 s each on 2 cores and proves nothing more."""
     table, source = corpus(tmp_path, 1000, files=1, row_group_rows=250)
     out = tmp_path / "out"
-    job = fault_job(tmp_path / "job.toml", source, out, shard_rows=250,
+    job = fault_job(tmp_path / "job.toml", source, out, sinks=sinks, shard_rows=250,
                     embedding={"batch_size": 25, "timeout_s": 2.0, "max_retries": 8})
     jina.configure(fail_rate=0.2, faults=",".join(FAULTS), stall_seconds=5)
     jina.inject(*FAULTS)
@@ -246,7 +248,7 @@ def test_server_faults_of_every_kind(tmp_path: Path, jina, api_key, ray_tmp) -> 
     assert result.returncode == 0, result.describe()
     stats = jina.stats()
     assert set(stats["faults_by_kind"]) == set(FAULTS), stats
-    assert_exact_output(str(out / "parquet"), table, dimensions=DIM)
+    check(out, table, sinks)
     report = ledger(str(out / "_checkpoint")).read_report()
     assert report["progress"]["retries"] >= len(FAULTS), report["progress"]
     print(f"\nfaults served: {stats['faults_by_kind']}; retries {report['progress']['retries']}")
@@ -265,18 +267,19 @@ def test_ten_percent_500s_with_milvus(tmp_path: Path, jina, api_key, ray_tmp) ->
     check(out, table, sinks)
 
 
-def test_429_storm(tmp_path: Path, jina, api_key, ray_tmp) -> None:
+@pytest.mark.parametrize("sinks", SINKS)
+def test_429_storm(tmp_path: Path, jina, api_key, ray_tmp, sinks) -> None:
     """A storm: 40 requests in a row answered 429 (Retry-After: 1), then normal service; every 429 pauses the
     job's workers, which resume and finish with the exact output."""
     table, source = corpus(tmp_path, 1000, files=1, row_group_rows=250)
     out = tmp_path / "out"
-    job = fault_job(tmp_path / "job.toml", source, out, shard_rows=250, embedding={"batch_size": 25})
+    job = fault_job(tmp_path / "job.toml", source, out, sinks=sinks, shard_rows=250, embedding={"batch_size": 25})
     jina.inject(*["429"] * 40)
     result = run_cli(job, env=cli_env(jina.url, api_key, ray_tmpdir=ray_tmp), timeout=240)
     assert result.returncode == 0, result.describe()
     stats = jina.stats()
     assert stats["faults_by_kind"].get("429") == 40, stats
-    assert_exact_output(str(out / "parquet"), table, dimensions=DIM)
+    check(out, table, sinks)
     report = ledger(str(out / "_checkpoint")).read_report()
     print(f"\n429 storm: {result.seconds:.1f}s, limiter saw {report['progress']['rate_limited']} 429s")
 
