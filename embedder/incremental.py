@@ -18,6 +18,7 @@ spill, so an interrupted incremental run resumes with the same answer.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import zlib
 from collections.abc import Sequence
@@ -64,8 +65,6 @@ class Classification:
 
 def content_hashes(texts: Sequence[str | None], content_key: str) -> pa.Array:
     """A stable hash of the exact text sent with the fields that shape its vector: equal hash, equal vector."""
-    import hashlib
-
     key = content_key.encode()[:64]
     return pa.array([None if text is None else
                      hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16, key=key).hexdigest()

@@ -13,7 +13,7 @@ from embedder.config import JobConfig, ParquetSinkConfig
 from embedder.errors import ConfigError
 from embedder.incremental import Classification, classify, load_classification
 from embedder.ledger import Ledger
-from embedder.planning import JobPlan, filesystem_options, read_spec
+from embedder.planning import JobPlan, filesystem_options, plan_digest, read_spec
 from embedder.progress import ProgressState
 from embedder.sinks.parquet import read_manifest
 
@@ -63,7 +63,7 @@ def prepare(config: JobConfig, plan: JobPlan, ledger: Ledger, content_key: str, 
         return None
     output_fs, root = fsutil.resolve(output, options=fs_options)
     old_parts = [fsutil.join(root, part["path"]) for part in manifest["parts"] if part["shard_id"] not in planned]
-    key = f"v{manifest.get('dataset_version', 0)}-{plan_key(fresh)}"
+    key = f"v{manifest.get('dataset_version', 0)}-{plan_digest(s.shard_id for s in fresh)[:16]}"
     workdir_fs, workdir = ledger.filesystem, fsutil.join(ledger.root, WORKDIR, key)
     classification = load_classification(workdir_fs, workdir)
     if classification is None:
@@ -78,9 +78,3 @@ def prepare(config: JobConfig, plan: JobPlan, ledger: Ledger, content_key: str, 
           f"{c.changed:,} changed, {c.unchanged:,} unchanged (kept without API calls), {c.deleted:,} deleted",
           file=out)
     return IncrementalRun(classification, fsutil.join(ledger.location, WORKDIR, key), output, deleted)
-
-
-def plan_key(shards: list) -> str:
-    import hashlib
-
-    return hashlib.sha256("\n".join(shard.shard_id for shard in shards).encode()).hexdigest()[:16]

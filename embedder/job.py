@@ -21,7 +21,14 @@ from embedder.incremental_job import IncrementalRun
 from embedder.incremental_job import prepare as prepare_incremental
 from embedder.ledger import Ledger
 from embedder.limiter import Limits
-from embedder.planning import JobPlan, build_plan, check_duplicate_ids, filesystem_options, read_spec
+from embedder.planning import (
+    JobPlan,
+    build_plan,
+    check_duplicate_ids,
+    filesystem_options,
+    plan_digest,
+    read_spec,
+)
 from embedder.progress import ProgressDisplay, ProgressState
 from embedder.secrets import Secret
 from embedder.sinks.base import Sink, SinkStartInfo
@@ -112,7 +119,7 @@ def run_job(config: JobConfig, options: RunOptions = RunOptions(), *, out: TextI
     ledger = Ledger.open(ledger_location(config), config.fingerprint(), config.fingerprint_fields(),
                          restart=options.restart, filesystem_options=ledger_filesystem_options(config))
     shard_ids = [shard.shard_id for shard in plan.shards]
-    digest = hashlib.sha256("\n".join(shard_ids).encode()).hexdigest()
+    digest = plan_digest(shard_ids)
     previous = ledger.read_plan(include_shard_ids=False) or {}
     if previous.get("plan_digest") != digest or not previous.get("ids_checked"):
         # once per unchanged input: a resumed job does not read every id again

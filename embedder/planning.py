@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +45,11 @@ class JobPlan:
                 "estimated_tokens": self.estimated_tokens, "estimated_requests": self.estimated_requests,
                 "estimated_cost_usd": round(self.estimated_cost_usd, 4),
                 "estimated_minutes": round(self.estimated_minutes, 2), "binding_limit": self.binding_limit}
+
+
+def plan_digest(shard_ids: Iterable[str]) -> str:
+    """A stable name for a set of shards in plan order: equal digests, the same input unchanged."""
+    return hashlib.sha256("\n".join(shard_ids).encode()).hexdigest()
 
 
 def read_spec(config: JobConfig) -> ReadSpec:
