@@ -60,7 +60,7 @@ def print_machine() -> None:
 def corpus(rows: int, words: int, *, files: int = 4, row_group_rows: int = 5000,
            cache: Path = DEFAULT_CACHE) -> Path:
     """A generated Parquet corpus, cached by its parameters (generating 1M rows takes ~20-60 s)."""
-    from embedder.sample_corpus import write_parquet_corpus
+    from embedder.cli.sample_corpus import write_parquet_corpus
 
     path = cache / f"corpus-{rows}r-{words}w-{files}f-{row_group_rows}g"
     if not (path / ".complete").exists():

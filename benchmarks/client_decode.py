@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from embedder.client import EmbedOptions, decode_response
+from embedder.jina.client import EmbedOptions, decode_response
 
 
 def body(vectors: np.ndarray, kind: str) -> bytes:

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench as bench
 
 TOKENS_PER_WORD = 1.2
-MAX_TOKENS_PER_REQUEST = 65_536  # embedder.embedding.DEFAULT_MAX_TOKENS_PER_REQUEST
+MAX_TOKENS_PER_REQUEST = 65_536  # embedder.jina.embedding.DEFAULT_MAX_TOKENS_PER_REQUEST
 
 
 # --- 2. the seed's way ------------------------------------------------------------------------------------------

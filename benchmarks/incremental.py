@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _bench as bench
 
+from embedder.cli.sample_corpus import generate_rows
 from embedder.mock_jina.testing import MockJinaServer
-from embedder.sample_corpus import generate_rows
 from embedder.sinks.parquet import read_manifest_dataset
 
 

@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 from pymilvus import DataType
 
-from embedder.config import MilvusSinkConfig
+from embedder.config.loading import MilvusSinkConfig
 from embedder.sinks.base import SinkStartInfo
 from embedder.sinks.milvus import MilvusSink, connect, disconnect, is_lite
 

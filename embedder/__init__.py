@@ -1,7 +1,5 @@
 """embedder: distributed, rate-limited, resumable batch embedding with Jina AI's embeddings API on Ray."""
 
-from embedder.client import EmbeddingResponse, EmbedOptions, JinaClient, RetryPolicy
-from embedder.embedding import Embedder, EmbedResult, RowFailure
 from embedder.errors import (
     ConfigError,
     EmbedderError,
@@ -17,7 +15,9 @@ from embedder.errors import (
     TransientError,
     ValidationError,
 )
-from embedder.function import JinaEmbeddingFunction
+from embedder.jina.client import EmbeddingResponse, EmbedOptions, JinaClient, RetryPolicy
+from embedder.jina.embedding import Embedder, EmbedResult, RowFailure
+from embedder.jina.function import JinaEmbeddingFunction
 
 __version__ = "0.1.0"
 

@@ -1,3 +1,3 @@
-from embedder.cli import main
+from embedder.cli.main import main
 
 raise SystemExit(main())

@@ -11,7 +11,7 @@ import sys
 # With --working-dir the project is unpacked next to this file; make the package importable without installing it.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from embedder.cli import main
+from embedder.cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main(["run", *sys.argv[1:]]))

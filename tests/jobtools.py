@@ -35,9 +35,9 @@ import pyarrow.csv as pcsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from embedder.ledger import Ledger
+from embedder.cli.sample_corpus import generate_rows
+from embedder.ledger.checkpoint import Ledger
 from embedder.mock_jina.vectors import embed_texts
-from embedder.sample_corpus import generate_rows
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable

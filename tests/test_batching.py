@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embedder.batching import TokenEstimator, plan_batches
+from embedder.jina.batching import TokenEstimator, plan_batches
 
 
 @pytest.mark.parametrize(

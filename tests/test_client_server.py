@@ -11,10 +11,10 @@ import httpx
 import numpy as np
 import pytest
 
-from embedder.client import EmbedOptions, JinaClient, RetryPolicy
-from embedder.embedding import Embedder
 from embedder.errors import FatalError, InputRejected, ResponseMismatch, ValidationError
-from embedder.function import JinaEmbeddingFunction
+from embedder.jina.client import EmbedOptions, JinaClient, RetryPolicy
+from embedder.jina.embedding import Embedder
+from embedder.jina.function import JinaEmbeddingFunction
 from embedder.mock_jina.vectors import embed_texts
 
 

@@ -11,7 +11,6 @@ import httpx
 import numpy as np
 import pytest
 
-from embedder.client import EmbedOptions, JinaClient, RetryPolicy
 from embedder.errors import (
     FatalError,
     InputRejected,
@@ -20,6 +19,7 @@ from embedder.errors import (
     TransientError,
     ValidationError,
 )
+from embedder.jina.client import EmbedOptions, JinaClient, RetryPolicy
 
 KEY = "jina_" + "unitTESTsecret" * 4
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from embedder.config import (
+from embedder.config.loading import (
     SECTIONS,
     SINK_CLASSES,
     EmbeddingConfig,

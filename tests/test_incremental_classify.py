@@ -8,11 +8,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from embedder import incremental
-from embedder.incremental import classify, content_hashes, copy_vectors, shard_assignment
-from embedder.reader import ReadSpec
-from embedder.shards import plan_shards
-from embedder.source import discover_files
+from embedder.incremental import classify as incremental
+from embedder.incremental.classify import classify, content_hashes, copy_vectors, shard_assignment
+from embedder.source.files import discover_files
+from embedder.source.reader import ReadSpec
+from embedder.source.shards import plan_shards
 
 KEY = "k" * 64
 

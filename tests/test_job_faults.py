@@ -200,8 +200,8 @@ def test_limiter_takes_back_permits_of_a_lost_worker(how: str) -> None:
     that, when their lease runs out), so the concurrency cap frees again and the job does not stall."""
     import asyncio
 
-    from embedder.actors import LimiterActor
-    from embedder.limiter import Limits
+    from embedder.run.actors import LimiterActor
+    from embedder.run.limiter import Limits
 
     async def scenario() -> None:
         limiter = LimiterActor(Limits(rpm=1000, tpm=1_000_000, max_concurrency=2),

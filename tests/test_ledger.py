@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 
-from embedder import fsutil
-from embedder import ledger as ledger_module
+from embedder import storage
 from embedder.errors import LedgerError
-from embedder.ledger import FAILED_SCHEMA, Ledger
+from embedder.ledger import checkpoint as ledger_module
+from embedder.ledger.checkpoint import FAILED_SCHEMA, Ledger
 
 FIELDS = {"model": "jina-embeddings-v3", "task": "retrieval.passage", "dimensions": 1024,
           "sink": {"kind": "parquet", "path": "/out"}}
@@ -110,7 +110,7 @@ def test_mark_done_writes_one_marker_per_shard(ledger):
 
 def test_temporary_files_are_not_markers(tmp_path, ledger):
     done = tmp_path / "ckpt" / "done"
-    (done / f"{fsutil.TMP_PREFIX}0123456789ab-s9.json").write_text('{"shard_id": "s9"}')
+    (done / f"{storage.TMP_PREFIX}0123456789ab-s9.json").write_text('{"shard_id": "s9"}')
     (done / "s8.json.partial").write_text("")
     ledger.mark_done("s1", {})
     assert ledger.done_ids() == {"s1"}

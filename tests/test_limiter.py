@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from embedder.limiter import Limits, RateLimiter, RateWindow
+from embedder.run.limiter import Limits, RateLimiter, RateWindow
 
 
 class FakeClock:
@@ -105,7 +105,7 @@ def test_a_grant_never_released_is_retired_after_its_lease():
 def test_a_cancelled_request_gives_its_permit_back():
     import httpx
 
-    from embedder.client import EmbedOptions, JinaClient
+    from embedder.jina.client import EmbedOptions, JinaClient
 
     async def scenario() -> int:
         limiter = RateLimiter(Limits(max_concurrency=1))

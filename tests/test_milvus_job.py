@@ -23,8 +23,8 @@ import pyarrow.dataset as ds
 import pytest
 from pymilvus import DataType
 
-from embedder import search_cli
-from embedder.sample_corpus import write_parquet_corpus
+from embedder.cli import search as search_cli
+from embedder.cli.sample_corpus import write_parquet_corpus
 from embedder.sinks.milvus import connect, disconnect
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

@@ -402,8 +402,8 @@ def test_an_empty_table_writes_nothing(sink):
 
 
 def test_search_with_custom_field_names_and_a_filter(db):
-    from embedder.config import MilvusSinkConfig
-    from embedder.search_cli import format_hits, search
+    from embedder.cli.search import format_hits, search
+    from embedder.config.loading import MilvusSinkConfig
 
     sink = MilvusSink(db, collection="docs", id_field="pk", vector_field="emb", metric="IP")
     sink.start(info(columns=("title", "n")))
@@ -423,8 +423,8 @@ def test_search_with_custom_field_names_and_a_filter(db):
 
 
 def test_search_refuses_a_database_a_job_holds(db):
-    from embedder.config import MilvusSinkConfig
-    from embedder.search_cli import search
+    from embedder.cli.search import search
+    from embedder.config.loading import MilvusSinkConfig
 
     sink = MilvusSink(db, collection="docs")
     sink.start(info())
@@ -442,6 +442,6 @@ def test_search_refuses_a_database_a_job_holds(db):
     (None, "retrieval.query"), ("retrieval.passage", "retrieval.query"), ("text-matching", "text-matching"),
 ])
 def test_queries_use_the_matching_task(task, expected):
-    from embedder.search_cli import query_task
+    from embedder.cli.search import query_task
 
     assert query_task(task) == expected

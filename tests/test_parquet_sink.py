@@ -15,9 +15,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from embedder import fsutil
+from embedder import storage
 from embedder.errors import SinkError
-from embedder.ledger import Ledger
+from embedder.ledger.checkpoint import Ledger
 from embedder.sinks import ParquetSink, SinkStartInfo, WriteReceipt
 from embedder.sinks.parquet import read_manifest, read_manifest_dataset
 
@@ -87,7 +87,7 @@ def test_commit_lists_exactly_the_plan_and_deletes_stale_parts(tmp_path, sink):
     out = tmp_path / "out"
     for number, shard in enumerate(["s1", "s2", "s3", "old"]):
         sink.write(shard, table(number * 10, number + 1))
-    (out / f"{fsutil.TMP_PREFIX}abc-part-s4.parquet").write_bytes(b"half a file")
+    (out / f"{storage.TMP_PREFIX}abc-part-s4.parquet").write_bytes(b"half a file")
     # a ledger inside the output folder, with dead letters in Parquet, must not be read as data
     ledger = Ledger.open(str(out / "_checkpoint"), "fp-1", {})
     ledger.mark_done("s1", {}, pa.table({"id": ["x"], "reason": ["too long"]}))

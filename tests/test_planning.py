@@ -6,10 +6,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from embedder.config import default_job
+from embedder.cli.sample_corpus import write_parquet_corpus
+from embedder.config.loading import default_job
 from embedder.errors import InputError
-from embedder.planning import build_plan, check_duplicate_ids, format_plan, read_spec
-from embedder.sample_corpus import write_parquet_corpus
+from embedder.source.planning import build_plan, check_duplicate_ids, format_plan, read_spec
 
 
 def test_plan_counts_rows_and_estimates_tokens_cost_and_time(tmp_path):

@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from embedder.errors import ConfigError, InputError
-from embedder.reader import ReadSpec, find_duplicate_ids, read_shard, required_columns
-from embedder.shards import Shard, plan_shards
-from embedder.source import discover_files
+from embedder.source.files import discover_files
+from embedder.source.reader import ReadSpec, find_duplicate_ids, read_shard, required_columns
+from embedder.source.shards import Shard, plan_shards
 
 
 def plan(path: Path | str, shard_rows: int = 1000) -> list[Shard]:

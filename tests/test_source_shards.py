@@ -16,10 +16,11 @@ import pyarrow.json as pjson
 import pyarrow.parquet as pq
 import pytest
 
-from embedder import shards as shards_module
 from embedder.errors import ConfigError, InputError
-from embedder.shards import Shard, ipc_batch_rows, plan_shards, row_ends, shard_summary
-from embedder.source import discover_files, infer_format, resolve_filesystem
+from embedder.source import shards as shards_module
+from embedder.source.files import discover_files, infer_format
+from embedder.source.shards import Shard, ipc_batch_rows, plan_shards, row_ends, shard_summary
+from embedder.storage import resolve
 
 
 def table(n: int, start: int = 0) -> pa.Table:
@@ -107,7 +108,7 @@ def test_explicit_format_takes_unknown_extensions_and_skips_other_formats(tmp_pa
 
 def test_file_uri_uses_the_local_filesystem(tmp_path: Path) -> None:
     write_parquet(tmp_path / "d" / "a.parquet")
-    fs, path = resolve_filesystem(f"file://{tmp_path}/d")
+    fs, path = resolve(f"file://{tmp_path}/d")
     assert isinstance(fs, pafs.LocalFileSystem) and path == f"{tmp_path}/d"
     [f] = discover_files(f"file://{tmp_path}/d")
     assert f.uri == str(tmp_path / "d" / "a.parquet")  # normalised to a plain absolute path
@@ -122,15 +123,15 @@ def test_relative_local_path_is_made_absolute(tmp_path: Path, monkeypatch: pytes
 
 def test_s3_endpoint_override(monkeypatch: pytest.MonkeyPatch) -> None:
     options = {"endpoint_override": "http://127.0.0.1:9", "region": "us-east-1", "allow_bucket_creation": True}
-    fs, path = resolve_filesystem("s3://bucket/some/prefix", filesystem_options=options)
+    fs, path = resolve("s3://bucket/some/prefix", options)
     kwargs = fs.__reduce__()[1][0]
     assert (fs.type_name, path) == ("s3", "bucket/some/prefix")
     assert (kwargs["endpoint_override"], kwargs["scheme"], kwargs["allow_bucket_creation"]) == (
         "127.0.0.1:9", "http", True)
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://localhost:8")
-    fs, _ = resolve_filesystem("s3://bucket/x")
+    fs, _ = resolve("s3://bucket/x")
     assert fs.__reduce__()[1][0]["endpoint_override"] == "localhost:8"
-    fs, _ = resolve_filesystem("s3://bucket/x", s3_endpoint_override="https://minio:7")
+    fs, _ = resolve("s3://bucket/x", {"endpoint_override": "https://minio:7"})
     assert (fs.__reduce__()[1][0]["endpoint_override"], fs.__reduce__()[1][0]["scheme"]) == ("minio:7", "https")
 
 

@@ -10,9 +10,10 @@ import time
 import pyarrow as pa
 import pytest
 
-from embedder import cli, status
+from embedder.cli import main as cli
+from embedder.cli import status
 from embedder.errors import LedgerError
-from embedder.ledger import Ledger
+from embedder.ledger.checkpoint import Ledger
 
 FIELDS = {"model": "jina-embeddings-v3", "task": "retrieval.passage", "dimensions": 1024}
 
@@ -103,12 +104,12 @@ def test_missing_ledger_is_a_clear_error(tmp_path):
 
 
 def test_cli_exit_code_2_for_a_missing_ledger(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(cli.SUBCOMMANDS, "status", ("embedder.status", "progress of a job from its ledger"))
+    monkeypatch.setitem(cli.SUBCOMMANDS, "status", ("embedder.cli.status", "progress of a job from its ledger"))
     assert cli.main(["status", str(tmp_path / "nowhere")]) == 2
     assert str(tmp_path / "nowhere") in capsys.readouterr().err
 
 
 def test_cli_prints_json(ledger, capsys, monkeypatch):
-    monkeypatch.setitem(cli.SUBCOMMANDS, "status", ("embedder.status", "progress of a job from its ledger"))
+    monkeypatch.setitem(cli.SUBCOMMANDS, "status", ("embedder.cli.status", "progress of a job from its ledger"))
     assert cli.main(["status", ledger.location, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["done"]["shards"] == 3

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from embedder.jina.models import ModelSpec, is_known_model, model_spec
 from embedder.mock_jina.responses import ApiError, field_error, loads
 from embedder.mock_jina.tokens import count_tokens, truncate_text
-from embedder.models import ModelSpec, is_known_model, model_spec
 
 EMBEDDING_TYPES = ("float", "base64", "binary", "ubinary")
 SERVED_TYPES = ("float", "base64")

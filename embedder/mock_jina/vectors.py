@@ -24,8 +24,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from embedder.jina.models import model_spec
 from embedder.mock_jina.tokens import count_tokens
-from embedder.models import model_spec
 
 WORD_RE = re.compile(r"\w+")
 LATE_CHUNKING_WEIGHT = 0.25

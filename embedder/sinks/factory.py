@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from embedder.config import JobConfig, MilvusSinkConfig, ParquetSinkConfig
+from embedder.config.loading import JobConfig, MilvusSinkConfig, ParquetSinkConfig
 from embedder.errors import ConfigError
 from embedder.sinks.base import Sink
 from embedder.sinks.parquet import ParquetSink

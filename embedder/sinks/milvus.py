@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import grpc
 import pyarrow as pa
 
-from embedder.config_schema import MIB, MilvusSinkConfig, mask_uri
+from embedder.config.schema import MIB, MilvusSinkConfig, mask_uri
 from embedder.errors import SinkError
 from embedder.sinks import milvus_schema as ms
 from embedder.sinks.base import CommitReceipt, Sink, SinkStartInfo, WriteReceipt, check_vector_column

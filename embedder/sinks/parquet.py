@@ -1,6 +1,6 @@
 """Parquet output: one part file per shard, named by the shard id, and a manifest written at commit.
 
-    <output>/part-<shard_id>.parquet       one per shard, written atomically (see embedder.fsutil)
+    <output>/part-<shard_id>.parquet       one per shard, written atomically (see embedder.storage.files)
     <output>/_manifest.json                the current version: exactly the parts of the last completed run
     <output>/_manifests/v<NNNNNN>.json     every version ever committed (``dataset_version`` N)
 
@@ -37,7 +37,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from embedder import fsutil
+from embedder import storage
 from embedder.errors import SinkError
 from embedder.sinks.base import CommitReceipt, Sink, SinkStartInfo, WriteReceipt, check_vector_column
 
@@ -78,11 +78,11 @@ class ParquetSink(Sink):
             raise SinkError(f"dimensions must be positive, got {info.dimensions}")
         self._info = info
         fs, root = self._open()
-        fsutil.ensure_dir(fs, root)
+        storage.ensure_dir(fs, root)
 
     def write(self, shard_id: str, table: pa.Table) -> WriteReceipt:
         info = self._started()
-        fsutil.check_name(shard_id)
+        storage.check_name(shard_id)
         check_vector_column(table, info.dimensions)
         if table.schema.field("id").type != info.id_type:
             try:
@@ -104,10 +104,10 @@ class ParquetSink(Sink):
             raise SinkError(f"shard {shard_id}: cannot encode as Parquet: {exc}") from exc
         data = buf.getvalue()
         fs, root = self._open()
-        path = fsutil.join(root, part_name(shard_id))
-        fsutil.write_atomic(fs, path, data)
+        path = storage.join(root, part_name(shard_id))
+        storage.write_atomic(fs, path, data)
         self._written[shard_id] = table.num_rows
-        return WriteReceipt(shard_id=shard_id, rows=table.num_rows, bytes=data.size, location=fsutil.uri(fs, path))
+        return WriteReceipt(shard_id=shard_id, rows=table.num_rows, bytes=data.size, location=storage.uri(fs, path))
 
     def commit(self, shard_ids: Sequence[str], receipts: Iterable[WriteReceipt] = (), *,
                expected_rows: int | None = None) -> CommitReceipt:
@@ -121,34 +121,34 @@ class ParquetSink(Sink):
             self._written[receipt.shard_id] = receipt.rows
         fs, root = self._open()
         wanted = sorted(set(shard_ids))
-        names = fsutil.list_files(fs, root)
+        names = storage.list_files(fs, root)
         present = {m.group(1): n for n in names if (m := _PART.match(n))}
         missing = [s for s in wanted if s not in present]
         if missing:
-            raise SinkError(f"{len(missing)} planned shard(s) have no part file in {fsutil.uri(fs, root)}, "
+            raise SinkError(f"{len(missing)} planned shard(s) have no part file in {storage.uri(fs, root)}, "
                             f"e.g. {', '.join(missing[:5])}")
         rows = self._row_counts(wanted)
-        manifest_path = fsutil.join(root, MANIFEST_FILE)
-        previous = fsutil.read_json(fs, manifest_path) or {}
+        manifest_path = storage.join(root, MANIFEST_FILE)
+        previous = storage.read_json(fs, manifest_path) or {}
         manifest = {
             "version": 1, "dataset_version": int(previous.get("dataset_version", 0)) + 1,
             "fingerprint": info.fingerprint, "model": info.model, "task": info.task,
             "dimensions": info.dimensions, "rows": sum(rows.values()),
             "parts": [{"path": part_name(s), "rows": rows[s], "shard_id": s} for s in wanted],
-            "created_at": fsutil.now_iso(),
+            "created_at": storage.now_iso(),
         }
-        history = fsutil.join(root, VERSIONS_DIR)
-        fsutil.ensure_dir(fs, history)
-        fsutil.write_json_atomic(fs, fsutil.join(history, f"v{manifest['dataset_version']:06d}.json"), manifest,
+        history = storage.join(root, VERSIONS_DIR)
+        storage.ensure_dir(fs, history)
+        storage.write_json_atomic(fs, storage.join(history, f"v{manifest['dataset_version']:06d}.json"), manifest,
                                  indent=1)
-        fsutil.write_json_atomic(fs, manifest_path, manifest, indent=1)
+        storage.write_json_atomic(fs, manifest_path, manifest, indent=1)
         # only now that the new version is readable do the parts only the old one listed go
         keep = set(wanted)
         stale = [n for s, n in present.items() if s not in keep]
-        stale += [n for n in names if n.startswith(fsutil.TMP_PREFIX)]
-        fsutil.delete_files(fs, [fsutil.join(root, n) for n in stale])
-        return CommitReceipt(rows=manifest["rows"], parts=len(wanted), location=fsutil.uri(fs, root),
-                             extra={"manifest": fsutil.uri(fs, manifest_path), "deleted_files": len(stale)})
+        stale += [n for n in names if n.startswith(storage.TMP_PREFIX)]
+        storage.delete_files(fs, [storage.join(root, n) for n in stale])
+        return CommitReceipt(rows=manifest["rows"], parts=len(wanted), location=storage.uri(fs, root),
+                             extra={"manifest": storage.uri(fs, manifest_path), "deleted_files": len(stale)})
 
     def abort(self) -> None:
         # parts already written are complete and named by shard: a resumed run keeps or replaces them
@@ -156,12 +156,12 @@ class ParquetSink(Sink):
 
     def has_shard(self, shard_id: str) -> bool:
         fs, root = self._open()
-        return fsutil.is_file(fs, fsutil.join(root, part_name(fsutil.check_name(shard_id))))
+        return storage.is_file(fs, storage.join(root, part_name(storage.check_name(shard_id))))
 
     # ------------------------------------------------------------------ helpers
     def _open(self) -> tuple[pafs.FileSystem, str]:
         if self._fs is None:  # lazily, inside the actor that writes
-            self._fs, self._root = fsutil.resolve(self.path, self._given_fs, self.filesystem_options or None)
+            self._fs, self._root = storage.resolve(self.path, self.filesystem_options, filesystem=self._given_fs)
         return self._fs, self._root
 
     def _started(self) -> SinkStartInfo:
@@ -185,17 +185,17 @@ class ParquetSink(Sink):
         unknown = [s for s in shard_ids if s not in self._written]
 
         def footer_rows(shard_id: str) -> int:
-            path = fsutil.join(root, part_name(shard_id))
-            os_path = fsutil.local_path(fs, path)
+            path = storage.join(root, part_name(shard_id))
+            os_path = storage.local_path(fs, path)
             meta = pq.read_metadata(os_path) if os_path is not None else pq.read_metadata(path, filesystem=fs)
             kv = meta.metadata or {}
             written_by = kv.get(b"embedder.fingerprint", b"").decode()
             if written_by != fingerprint:
-                raise SinkError(f"{fsutil.uri(fs, path)} was written by another job (fingerprint "
+                raise SinkError(f"{storage.uri(fs, path)} was written by another job (fingerprint "
                                 f"{written_by or 'none'}, this job {fingerprint}); remove it or use another output")
             return meta.num_rows
 
-        counts = dict(zip(unknown, fsutil.parallel_map(footer_rows, unknown, fsutil.io_threads(fs)), strict=True))
+        counts = dict(zip(unknown, storage.parallel_map(footer_rows, unknown, storage.io_threads(fs)), strict=True))
         return {s: self._written.get(s, counts.get(s, 0)) for s in shard_ids}
 
     def __repr__(self) -> str:
@@ -204,15 +204,15 @@ class ParquetSink(Sink):
 
 def read_manifest(path: str, *, filesystem_options: dict | None = None) -> dict | None:
     """The current version's manifest of a Parquet output, or ``None`` before the first completed run."""
-    fs, root = fsutil.resolve(path, options=filesystem_options)
-    return fsutil.read_json(fs, fsutil.join(root, MANIFEST_FILE))
+    fs, root = storage.resolve(path, filesystem_options)
+    return storage.read_json(fs, storage.join(root, MANIFEST_FILE))
 
 
 def read_manifest_dataset(path: str, *, filesystem_options: dict | None = None) -> pads.Dataset:
     """The current complete version of a Parquet output as a ``pyarrow.dataset`` (safe while a run writes)."""
-    fs, root = fsutil.resolve(path, options=filesystem_options)
-    manifest = fsutil.read_json(fs, fsutil.join(root, MANIFEST_FILE))
+    fs, root = storage.resolve(path, filesystem_options)
+    manifest = storage.read_json(fs, storage.join(root, MANIFEST_FILE))
     if manifest is None:
-        raise SinkError(f"{fsutil.uri(fs, root)} has no {MANIFEST_FILE}: no run has completed there yet")
-    return pads.dataset([fsutil.join(root, part["path"]) for part in manifest["parts"]], filesystem=fs,
+        raise SinkError(f"{storage.uri(fs, root)} has no {MANIFEST_FILE}: no run has completed there yet")
+    return pads.dataset([storage.join(root, part["path"]) for part in manifest["parts"]], filesystem=fs,
                         format="parquet")

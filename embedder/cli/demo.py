@@ -56,7 +56,7 @@ def api_endpoint() -> Iterator[None]:
 
 
 def function_demo() -> None:
-    from embedder.function import JinaEmbeddingFunction
+    from embedder.jina.function import JinaEmbeddingFunction
 
     with JinaEmbeddingFunction("jina-embeddings-v3", task="retrieval.passage", dimensions=1024) as ef:
         docs = ef.encode_documents(DEMO_DOCS)
@@ -70,9 +70,9 @@ def function_demo() -> None:
 
 
 def job_demo(args: argparse.Namespace) -> int:
-    from embedder.config import default_job
-    from embedder.job import RunOptions, run_job
-    from embedder.sample_corpus import write_parquet_corpus
+    from embedder.cli.sample_corpus import write_parquet_corpus
+    from embedder.config.loading import default_job
+    from embedder.run.job import RunOptions, run_job
 
     corpus = os.path.join(args.workdir, "corpus")
     output = os.path.join(args.workdir, "embeddings")
@@ -101,8 +101,8 @@ def search_demo(config, corpus: str) -> None:
     """Search the collection with one document's own text: that document should come first."""
     import pyarrow.dataset as ds
 
-    from embedder.config import MilvusSinkConfig
-    from embedder.search_cli import embed_query, format_hits, search
+    from embedder.cli.search import embed_query, format_hits, search
+    from embedder.config.loading import MilvusSinkConfig
 
     sink = next(s for s in config.sinks if isinstance(s, MilvusSinkConfig))
     row = ds.dataset(corpus).head(1, columns=["id", "text"]).to_pylist()[0]

@@ -1,6 +1,6 @@
 """The embedding worker: reads one shard's rows, embeds them under the job's rate limiter, returns Arrow tables.
 
-A plain class so it can be tested without Ray; ``embedder.actors`` turns it into an async Ray actor. Each worker
+A plain class so it can be tested without Ray; ``embedder.run.actors`` turns it into an async Ray actor. Each worker
 owns one pooled client; many workers share a core because they spend their time waiting on the network.
 """
 
@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from embedder import fsutil
-from embedder.client import EmbedOptions, JinaClient, RetryPolicy
-from embedder.embedding import Embedder, EmbedResult
-from embedder.incremental import content_hashes, copy_vectors, shard_assignment
-from embedder.reader import ReadSpec, read_shard
+from embedder import storage
+from embedder.incremental.classify import content_hashes, copy_vectors, shard_assignment
+from embedder.jina.client import EmbedOptions, JinaClient, RetryPolicy
+from embedder.jina.embedding import Embedder, EmbedResult
 from embedder.secrets import Secret
-from embedder.shards import Shard
+from embedder.source.reader import ReadSpec, read_shard
+from embedder.source.shards import Shard
 
 FAILED_SCHEMA = pa.schema([("id", pa.string()), ("_row", pa.int64()), ("file", pa.string()),
                            ("reason", pa.string()), ("error_class", pa.string())])
@@ -123,7 +123,7 @@ class EmbedWorker:
     """Embeds whole shards; the job's driver gives each worker a bounded number of shards at a time."""
 
     owner: str | None = None
-    """The name this worker's limiter permits are held under (see ``embedder.actors.LimiterActor``)."""
+    """The name this worker's limiter permits are held under (see ``embedder.run.actors.LimiterActor``)."""
 
     def __init__(self, settings: WorkerSettings, api_key: Secret, limiter: Any | None = None) -> None:
         self.settings = settings
@@ -172,11 +172,11 @@ class EmbedWorker:
         settings = self.settings
         if settings.incremental_dir is None or settings.previous_output is None:
             return None
-        ledger_fs, workdir = fsutil.resolve(settings.incremental_dir, options=settings.filesystem_options)
+        ledger_fs, workdir = storage.resolve(settings.incremental_dir, settings.filesystem_options)
         assignment = shard_assignment(ledger_fs, workdir, shard.shard_id)
         if assignment.num_rows == 0:
             return None
-        output_fs, _ = fsutil.resolve(settings.previous_output, options=settings.filesystem_options)
+        output_fs, _ = storage.resolve(settings.previous_output, settings.filesystem_options)
         dimensions = settings.options.spec.dimensions_or_default(settings.options.dimensions)
         return copy_vectors(output_fs, assignment, shard.row_start, dimensions)
 

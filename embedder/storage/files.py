@@ -24,17 +24,16 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from embedder.errors import ConfigError
+from embedder.storage.locations import local_path
 
 TMP_PREFIX = ".tmp-"
 """Temporary files start with a dot: pyarrow datasets and the ledger's listings skip them."""
@@ -43,56 +42,6 @@ IO_THREADS = 16
 """Parallel requests for many small reads or deletes on object storage (they wait on the network)."""
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,199}$")
-
-
-def resolve(location: str, filesystem: pafs.FileSystem | None = None,
-            options: Mapping[str, Any] | None = None) -> tuple[pafs.FileSystem, str]:
-    """The filesystem and path of ``location``.
-
-    With ``filesystem`` the location is a path inside it. Otherwise a URI is resolved with
-    ``FileSystem.from_uri`` (S3 honours ``$AWS_ENDPOINT_URL`` and the usual AWS variables). ``options`` (for
-    example ``{"endpoint_override": "http://localhost:9000"}``) build an ``S3FileSystem`` / ``GcsFileSystem``
-    explicitly instead. Anything without a scheme is a local path.
-    """
-    if not location:
-        raise ConfigError("empty path: a folder or URI is required")
-    if filesystem is not None:
-        return filesystem, location.rstrip("/") or location
-    if "://" not in location:
-        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(location))
-    parsed = urlparse(location)
-    try:
-        if options and parsed.scheme == "s3":
-            return pafs.S3FileSystem(**options), (parsed.netloc + parsed.path).rstrip("/")
-        if options and parsed.scheme in ("gs", "gcs"):
-            return pafs.GcsFileSystem(**options), (parsed.netloc + parsed.path).rstrip("/")
-        if options:
-            raise ConfigError(f"{location}: filesystem options are only supported for s3:// and gs:// URIs")
-        fs, path = pafs.FileSystem.from_uri(location)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError, ValueError) as exc:
-        raise ConfigError(f"cannot open {location}: {exc}") from exc
-    return fs, path.rstrip("/") or path
-
-
-def local_path(filesystem: pafs.FileSystem, path: str) -> str | None:
-    """The operating-system path behind ``path`` when it is on local disk, else ``None``."""
-    if isinstance(filesystem, pafs.LocalFileSystem):
-        return path
-    if isinstance(filesystem, pafs.SubTreeFileSystem):
-        inner = local_path(filesystem.base_fs, filesystem.base_path)
-        return None if inner is None else os.path.join(inner, path.lstrip("/"))
-    return None
-
-
-def uri(filesystem: pafs.FileSystem, path: str) -> str:
-    """A printable location (no credentials: filesystems keep those apart from paths)."""
-    scheme = {"s3": "s3://", "gcs": "gs://", "hdfs": "hdfs://"}.get(filesystem.type_name, "")
-    return scheme + path
-
-
-def join(*parts: str) -> str:
-    """Join path parts with ``/`` (pyarrow paths use ``/`` on every filesystem)."""
-    return "/".join(p.rstrip("/") for p in parts if p)
 
 
 def check_name(name: str, what: str = "shard id") -> str:

@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from embedder.client import EmbedOptions, JinaClient, RetryPolicy
-from embedder.embedding import Embedder
 from embedder.errors import InputRejected
+from embedder.jina.client import EmbedOptions, JinaClient, RetryPolicy
+from embedder.jina.embedding import Embedder
 
 T = TypeVar("T")
 

@@ -12,11 +12,11 @@ from embedder.errors import EmbedderError
 
 # subcommand -> module with ``add_arguments(parser)`` and ``run(args) -> int``
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("embedder.run_cli", "embed a corpus on Ray into Parquet or Milvus, resumably"),
-    "plan": ("embedder.plan_cli", "files, rows, shards, tokens, cost and duration of a job, without API calls"),
-    "status": ("embedder.status", "progress of a job from its checkpoint ledger, also while it runs"),
-    "demo": ("embedder.demo", "embed a generated sample corpus end to end (local stand-in server without a key)"),
-    "search": ("embedder.search_cli", "embed a query and search the job's Milvus collection"),
+    "run": ("embedder.cli.run", "embed a corpus on Ray into Parquet or Milvus, resumably"),
+    "plan": ("embedder.cli.plan", "files, rows, shards, tokens, cost and duration of a job, without API calls"),
+    "status": ("embedder.cli.status", "progress of a job from its checkpoint ledger, also while it runs"),
+    "demo": ("embedder.cli.demo", "embed a generated sample corpus end to end (local stand-in server without a key)"),
+    "search": ("embedder.cli.search", "embed a query and search the job's Milvus collection"),
     "mock-jina": ("embedder.mock_jina.cli", "run the local Jina-compatible stand-in server (development only)"),
 }
 

@@ -2,7 +2,7 @@
 
 Order of precedence, highest first: ``--set section.key=value``, the environment (``JINA_API_BASE`` for
 ``embedding.api_base``; ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` for ``source.s3_endpoint``), the job
-file, the defaults of :mod:`embedder.config_schema`. Every error is a :class:`ConfigError` naming the key and
+file, the defaults of :mod:`embedder.config.schema`. Every error is a :class:`ConfigError` naming the key and
 where its value came from; no error repeats the value of a key that looks like a secret.
 """
 
@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union, get_args, get_origin
 
-from embedder.config_schema import (
+from embedder.config.schema import (
     EMBEDDING_TYPES,
     MILVUS_INDEX_TYPES,
     MILVUS_METRICS,
@@ -46,7 +46,7 @@ from embedder.config_schema import (
     mask_uri,
 )
 from embedder.errors import ConfigError
-from embedder.models import MODELS
+from embedder.jina.models import MODELS
 
 __all__ = [
     "EMBEDDING_TYPES", "MILVUS_INDEX_TYPES", "MILVUS_METRICS", "MODES", "SECTIONS", "SINK_CLASSES", "SINK_KINDS",

@@ -34,7 +34,7 @@ from embedder.errors import (
     TransientError,
     ValidationError,
 )
-from embedder.models import ModelSpec, model_spec
+from embedder.jina.models import ModelSpec, model_spec
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 This module says what each key is, its default and its allowed values (in field metadata, read by the
 parser), and derives the effective values. Reading, overriding and validating a job file is
-:mod:`embedder.config`; import the public names from there.
+:mod:`embedder.config.loading`; import the public names from there.
 
 Every field is a key of the job file under its section (``[embedding] dimensions = 512``). The dataclasses
 hold no secrets: the API key and the Milvus token are read from the environment when they are needed.
@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from embedder.models import ModelSpec, is_known_model, model_spec
+from embedder.jina.models import ModelSpec, is_known_model, model_spec
 
 MODES = ("full", "incremental")
 SOURCE_FORMATS = ("parquet", "jsonl", "csv", "arrow")
@@ -89,7 +89,7 @@ class EmbeddingConfig:
     model: str = "jina-embeddings-v3"
     """Jina model name; unknown names need ``allow_unknown_model``."""
     allow_unknown_model: bool = False
-    """Accept a model name not in :data:`embedder.models.MODELS` (its limits are then not checked)."""
+    """Accept a model name not in :data:`embedder.jina.models.MODELS` (its limits are then not checked)."""
     task: str | None = None
     """Task adapter; when omitted the loader picks ``retrieval.passage`` if the model has it, else none."""
     dimensions: int | None = None
@@ -122,7 +122,7 @@ class EmbeddingConfig:
 
     @property
     def is_known_model(self) -> bool:
-        """Whether :data:`embedder.models.MODELS` lists the model (its limits are then checked)."""
+        """Whether :data:`embedder.jina.models.MODELS` lists the model (its limits are then checked)."""
         return is_known_model(self.model)
 
     @property
@@ -263,7 +263,7 @@ class ProgressConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class JobConfig:
-    """A whole validated job. Build it with :func:`embedder.config.load_job` or ``parse_job``."""
+    """A whole validated job. Build it with :func:`embedder.config.loading.load_job` or ``parse_job``."""
 
     mode: str = _key("full", choices=MODES)
     """``full``: the whole source; ``incremental``: extend an earlier run's output with new shards."""

@@ -1,7 +1,7 @@
 """One rate limiter for every request of a job: requests/minute, tokens/minute and concurrent requests.
 
 :class:`RateWindow` is the pure core (clock handed in, so tests control time). :class:`RateLimiter` puts an
-asyncio face on it; the job runs one of those inside a Ray actor (``embedder.actors``) so that all workers on all
+asyncio face on it; the job runs one of those inside a Ray actor (``embedder.run.actors``) so that all workers on all
 nodes share it, and each worker's client asks it for a permit before every attempt.
 
 Why a sliding 60-second window: it is what a per-minute quota means, and it lets a job start at full speed. A

@@ -11,7 +11,7 @@ Layout::
     <ledger>/run_report.json         written at the end of a run
 
 A done marker is the only truth that a shard is finished, like dlt's ``completed_jobs/`` folder: it is written
-atomically (see :mod:`embedder.fsutil`) after the sinks hold the shard and after its dead-letter rows, so a crash
+atomically (see :mod:`embedder.storage.files`) after the sinks hold the shard and after its dead-letter rows, so a crash
 at any point leaves either no marker (the shard is done again, its files replaced) or a complete one. Dead-letter
 files without a marker are ignored for the same reason.
 
@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from embedder import fsutil
+from embedder import storage
 from embedder.errors import LedgerError
 
 FINGERPRINT_FILE = "fingerprint.json"
@@ -73,7 +73,7 @@ def check_no_secrets(obj: Any, where: str) -> None:
                 walk(item, path)
 
     walk(obj, "")
-    text = json.dumps(obj, default=fsutil.json_default)
+    text = json.dumps(obj, default=storage.json_default)
     for name in SECRET_ENV_VARS:
         secret = os.environ.get(name, "")
         if len(secret) >= 8 and secret in text:
@@ -98,7 +98,7 @@ class Ledger:
         Same fingerprint: reuse the finished shards. Another fingerprint: ``LedgerError`` listing the fields that
         differ, unless ``restart``, which deletes markers, dead letters, plan, heartbeat and report first.
         ``location`` is a local path or a URI; ``filesystem`` or ``filesystem_options`` work as in
-        :func:`embedder.fsutil.resolve` (S3 also honours ``$AWS_ENDPOINT_URL``).
+        :func:`embedder.storage.files.resolve` (S3 also honours ``$AWS_ENDPOINT_URL``).
         """
         check_no_secrets(fields, FINGERPRINT_FILE)
         ledger = cls._at(location, filesystem, filesystem_options)
@@ -118,13 +118,13 @@ class Ledger:
         elif existing.get("fingerprint") != fingerprint:
             raise LedgerError(_mismatch_message(ledger.location, existing, fingerprint, fields))
         if restart or existing is None:
-            fsutil.ensure_dir(ledger.filesystem, ledger.root)
-            fsutil.write_json_atomic(ledger.filesystem, ledger._path(FINGERPRINT_FILE), {
-                "fingerprint": fingerprint, "fields": fields, "created_at": fsutil.now_iso(),
+            storage.ensure_dir(ledger.filesystem, ledger.root)
+            storage.write_json_atomic(ledger.filesystem, ledger._path(FINGERPRINT_FILE), {
+                "fingerprint": fingerprint, "fields": fields, "created_at": storage.now_iso(),
                 "embedder_version": _version(),
             })
         for sub in (DONE_DIR, FAILED_DIR):
-            fsutil.ensure_dir(ledger.filesystem, ledger._path(sub))
+            storage.ensure_dir(ledger.filesystem, ledger._path(sub))
         return ledger
 
     @classmethod
@@ -138,7 +138,7 @@ class Ledger:
 
     @classmethod
     def _at(cls, location: str, filesystem: pafs.FileSystem | None, options: dict | None) -> Ledger:
-        fs, root = fsutil.resolve(location, filesystem, options)
+        fs, root = storage.resolve(location, options, filesystem=filesystem)
         shown = location if filesystem is not None or "://" in location else root
         return cls(fs, root, shown)
 
@@ -151,15 +151,15 @@ class Ledger:
 
     def _wipe(self) -> None:
         # markers first: they are the truth; whatever survives an interrupted wipe is redone or wiped again
-        fsutil.delete_dir_contents(self.filesystem, self._path(DONE_DIR))
-        fsutil.delete_dir_contents(self.filesystem, self._path(FAILED_DIR))
-        fsutil.delete_files(self.filesystem, [self._path(n) for n in (
+        storage.delete_dir_contents(self.filesystem, self._path(DONE_DIR))
+        storage.delete_dir_contents(self.filesystem, self._path(FAILED_DIR))
+        storage.delete_files(self.filesystem, [self._path(n) for n in (
             REPORT_FILE, HEARTBEAT_FILE, PLAN_FILE, PLAN_SHARDS_FILE, FINGERPRINT_FILE)])
 
     # ------------------------------------------------------------------ done markers
     def done_ids(self) -> set[str]:
         """Ids of the finished shards: one listing of ``done/``, no file reads."""
-        return {name[:-5] for name in fsutil.list_files(self.filesystem, self._path(DONE_DIR))
+        return {name[:-5] for name in storage.list_files(self.filesystem, self._path(DONE_DIR))
                 if name.endswith(".json") and not name.startswith((".", "_"))}
 
     def done_markers(self) -> list[dict]:
@@ -167,7 +167,7 @@ class Ledger:
         def read(shard_id: str) -> dict | None:
             return self._read_json(f"{DONE_DIR}/{shard_id}.json")
 
-        markers = fsutil.parallel_map(read, sorted(self.done_ids()), fsutil.io_threads(self.filesystem))
+        markers = storage.parallel_map(read, sorted(self.done_ids()), storage.io_threads(self.filesystem))
         return [m for m in markers if m is not None]  # a marker forgotten meanwhile is simply gone
 
     def mark_done(self, shard_id: str, info: dict, failed_rows: pa.Table | None = None) -> None:
@@ -177,22 +177,22 @@ class Ledger:
         previous dead letters; none removes them. They are written before the marker, so a marker always has
         its dead letters in place.
         """
-        fsutil.check_name(shard_id)
+        storage.check_name(shard_id)
         check_no_secrets(info, f"done marker of {shard_id}")
         failed_path = self._failed_path(shard_id)
         n_failed = 0 if failed_rows is None else failed_rows.num_rows
         if n_failed:
             buf = pa.BufferOutputStream()
             pq.write_table(_dead_letters(shard_id, failed_rows), buf, compression="zstd")
-            fsutil.write_atomic(self.filesystem, failed_path, buf.getvalue())
+            storage.write_atomic(self.filesystem, failed_path, buf.getvalue())
         else:
-            fsutil.delete_files(self.filesystem, [failed_path])
-        marker = {"failed": n_failed, **info, "shard_id": shard_id, "finished_at": fsutil.now_iso()}
-        fsutil.write_json_atomic(self.filesystem, self._marker_path(shard_id), marker, indent=None)
+            storage.delete_files(self.filesystem, [failed_path])
+        marker = {"failed": n_failed, **info, "shard_id": shard_id, "finished_at": storage.now_iso()}
+        storage.write_json_atomic(self.filesystem, self._marker_path(shard_id), marker, indent=None)
 
     def forget(self, shard_ids: Iterable[str]) -> None:
         """Remove the done markers of ``shard_ids`` so the next run does them again (``--retry-failed``)."""
-        fsutil.delete_files(self.filesystem, [self._marker_path(fsutil.check_name(s)) for s in shard_ids])
+        storage.delete_files(self.filesystem, [self._marker_path(storage.check_name(s)) for s in shard_ids])
 
     # ------------------------------------------------------------------ dead letters
     def failed_rows(self) -> pa.Table:
@@ -200,36 +200,36 @@ class Ledger:
         paths = [self._failed_path(s) for s in sorted(self.failed_shard_ids())]
 
         def read(path: str) -> pa.Table | None:
-            data = fsutil.read_bytes(self.filesystem, path)
+            data = storage.read_bytes(self.filesystem, path)
             return None if data is None else pq.read_table(pa.BufferReader(data), schema=FAILED_SCHEMA)
 
-        tables = [t for t in fsutil.parallel_map(read, paths, fsutil.io_threads(self.filesystem)) if t is not None]
+        tables = [t for t in storage.parallel_map(read, paths, storage.io_threads(self.filesystem)) if t is not None]
         return pa.concat_tables(tables) if tables else FAILED_SCHEMA.empty_table()
 
     def failed_shard_ids(self) -> set[str]:
         """Finished shards that have dead-letter rows (one listing each of ``_failed/`` and ``done/``)."""
-        names = fsutil.list_files(self.filesystem, self._path(FAILED_DIR))
+        names = storage.list_files(self.filesystem, self._path(FAILED_DIR))
         ids = {n[:-8] for n in names if n.endswith(".parquet") and not n.startswith((".", "_"))}
         return ids & self.done_ids()
 
     def clear_failed(self, shard_ids: Iterable[str]) -> None:
         """Delete the dead letters of ``shard_ids`` (after a retry made them succeed)."""
-        fsutil.delete_files(self.filesystem, [self._failed_path(fsutil.check_name(s)) for s in shard_ids])
+        storage.delete_files(self.filesystem, [self._failed_path(storage.check_name(s)) for s in shard_ids])
 
     # ------------------------------------------------------------------ plan, heartbeat, report
     def write_plan(self, summary: dict, shard_ids: list[str]) -> None:
         """Record this run's plan: ``summary`` (rows, files...) plus the shard ids, with ``shards`` and
         ``started_at`` filled in."""
         check_no_secrets(summary, PLAN_FILE)
-        plan = {**summary, "shards": len(shard_ids), "started_at": fsutil.now_iso()}
+        plan = {**summary, "shards": len(shard_ids), "started_at": storage.now_iso()}
         if len(shard_ids) <= INLINE_SHARD_IDS:
             plan["shard_ids"] = list(shard_ids)
         else:
             buf = pa.BufferOutputStream()
             pq.write_table(pa.table({"shard_id": pa.array(shard_ids, pa.string())}), buf)
-            fsutil.write_atomic(self.filesystem, self._path(PLAN_SHARDS_FILE), buf.getvalue())
+            storage.write_atomic(self.filesystem, self._path(PLAN_SHARDS_FILE), buf.getvalue())
             plan["shard_ids_file"] = PLAN_SHARDS_FILE
-        fsutil.write_json_atomic(self.filesystem, self._path(PLAN_FILE), plan)
+        storage.write_json_atomic(self.filesystem, self._path(PLAN_FILE), plan)
 
     def read_plan(self, *, include_shard_ids: bool = True) -> dict | None:
         """The latest plan, or ``None``. ``shard_ids`` is always a list when ``include_shard_ids``; without it
@@ -241,7 +241,7 @@ class Ledger:
         if not include_shard_ids:
             plan.pop("shard_ids", None)
         elif ids_file is not None:
-            data = fsutil.read_bytes(self.filesystem, self._path(ids_file))
+            data = storage.read_bytes(self.filesystem, self._path(ids_file))
             if data is None:
                 raise LedgerError(f"{self._show(PLAN_FILE)} refers to missing {ids_file}")
             plan["shard_ids"] = pq.read_table(pa.BufferReader(data)).column("shard_id").to_pylist()
@@ -252,9 +252,9 @@ class Ledger:
         ``failed``, ``tokens``, ``shards_done``, ``shards_in_flight``, ``elapsed_s``, ``rows_per_s`` and
         ``tokens_per_min``; other keys are shown as they are."""
         check_no_secrets(counters, HEARTBEAT_FILE)
-        beat = {**counters, "updated_at": fsutil.now_iso(), "unix_time": time.time(),
+        beat = {**counters, "updated_at": storage.now_iso(), "unix_time": time.time(),
                 "host": socket.gethostname(), "pid": os.getpid()}
-        fsutil.write_json_atomic(self.filesystem, self._path(HEARTBEAT_FILE), beat, indent=None)
+        storage.write_json_atomic(self.filesystem, self._path(HEARTBEAT_FILE), beat, indent=None)
 
     def read_heartbeat(self) -> dict | None:
         return self._read_json(HEARTBEAT_FILE)
@@ -262,15 +262,15 @@ class Ledger:
     def write_report(self, report: dict) -> None:
         """Save the run report (``finished_at`` is added when missing)."""
         check_no_secrets(report, REPORT_FILE)
-        fsutil.write_json_atomic(self.filesystem, self._path(REPORT_FILE),
-                                 {**report, "finished_at": report.get("finished_at") or fsutil.now_iso()})
+        storage.write_json_atomic(self.filesystem, self._path(REPORT_FILE),
+                                 {**report, "finished_at": report.get("finished_at") or storage.now_iso()})
 
     def read_report(self) -> dict | None:
         return self._read_json(REPORT_FILE)
 
     # ------------------------------------------------------------------ paths
     def _path(self, name: str) -> str:
-        return fsutil.join(self.root, name)
+        return storage.join(self.root, name)
 
     def _marker_path(self, shard_id: str) -> str:
         return self._path(f"{DONE_DIR}/{shard_id}.json")
@@ -279,11 +279,11 @@ class Ledger:
         return self._path(f"{FAILED_DIR}/{shard_id}.parquet")
 
     def _show(self, name: str) -> str:
-        return fsutil.join(self.location, name)
+        return storage.join(self.location, name)
 
     def _read_json(self, name: str) -> Any | None:
         try:
-            return fsutil.read_json(self.filesystem, self._path(name))
+            return storage.read_json(self.filesystem, self._path(name))
         except ValueError as exc:
             raise LedgerError(f"{self._show(name)} is not valid JSON: {exc}") from exc
         except OSError as exc:

@@ -13,8 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from embedder.config import load_job
-    from embedder.planning import build_plan, format_plan
+    from embedder.config.loading import load_job
+    from embedder.source.planning import build_plan, format_plan
 
     config = load_job(args.job, args.overrides)
     plan = build_plan(config)

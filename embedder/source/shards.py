@@ -30,8 +30,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from embedder import storage
 from embedder.errors import ConfigError, InputError
-from embedder.source import SourceFile, filesystem_and_path
+from embedder.source.files import SourceFile
 
 SCAN_BLOCK = 8 << 20
 """Bytes per read while scanning text files: large enough for numpy to dominate, small enough for memory."""
@@ -92,7 +93,7 @@ def plan_shards(files: list[SourceFile], shard_rows: int, *, filesystem: pafs.Fi
         raise ConfigError(f"source.shard_rows must be at least 1, got {shard_rows}")
 
     def plan_one(file: SourceFile) -> list[Shard]:
-        fs, path = filesystem_and_path(file.uri, filesystem, filesystem_options)
+        fs, path = storage.resolve(file.uri, filesystem_options, filesystem=filesystem)
         if file.size == 0:
             return []
         planner = {"parquet": _plan_parquet, "arrow": _plan_ipc}.get(file.format, _plan_text)

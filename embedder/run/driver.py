@@ -26,12 +26,12 @@ from typing import Any
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError, WorkerCrashedError
 
-from embedder import actors
 from embedder.errors import EmbedderError, FatalError, InputError, PermanentError, SinkError
-from embedder.ledger import Ledger
-from embedder.progress import ProgressDisplay, ProgressState
-from embedder.shards import Shard
+from embedder.ledger.checkpoint import Ledger
+from embedder.run import actors as actors
+from embedder.run.progress import ProgressDisplay, ProgressState
 from embedder.sinks.base import Sink, SinkStartInfo
+from embedder.source.shards import Shard
 
 log = logging.getLogger(__name__)
 

@@ -32,10 +32,10 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from embedder import fsutil
+from embedder import storage
 from embedder.errors import InputError
-from embedder.reader import ReadSpec, read_shard
-from embedder.shards import Shard
+from embedder.source.reader import ReadSpec, read_shard
+from embedder.source.shards import Shard
 
 ROWS_PER_BUCKET = 2_000_000
 """About this many rows (old plus new) share a bucket: the largest table one comparison step holds."""
@@ -85,9 +85,9 @@ class _Spill:
     """Tables appended per bucket as Parquet files under ``root/side/``."""
 
     def __init__(self, fs: pafs.FileSystem, root: str, side: str, buckets: int) -> None:
-        self.fs, self.dir, self.buckets = fs, fsutil.join(root, side), buckets
+        self.fs, self.dir, self.buckets = fs, storage.join(root, side), buckets
         self._count = 0
-        fsutil.ensure_dir(fs, self.dir)
+        storage.ensure_dir(fs, self.dir)
 
     def add(self, table: pa.Table) -> None:
         if table.num_rows == 0:
@@ -97,7 +97,7 @@ class _Spill:
             part = table.filter(pc.equal(bucket, number))
             buffer = pa.BufferOutputStream()
             pq.write_table(part, buffer)
-            fsutil.write_atomic(self.fs, fsutil.join(self.dir, f"b{number:05d}-{self._count:07d}.parquet"),
+            storage.write_atomic(self.fs, storage.join(self.dir, f"b{number:05d}-{self._count:07d}.parquet"),
                                 buffer.getvalue())
         self._count += 1
 
@@ -119,8 +119,8 @@ def classify(*, old_parts: Sequence[str], old_fs: pafs.FileSystem, shards: Seque
              content_key: str, ledger_fs: pafs.FileSystem, workdir: str,
              filesystem_options: dict | None = None) -> Classification:
     """Compare ``shards`` (the input still to process) with the dataset in ``old_parts``; save the assignments."""
-    fsutil.delete_dir_contents(ledger_fs, workdir)
-    fsutil.ensure_dir(ledger_fs, workdir)
+    storage.delete_dir_contents(ledger_fs, workdir)
+    storage.ensure_dir(ledger_fs, workdir)
     old_rows = sum(pq.ParquetFile(path, filesystem=old_fs).metadata.num_rows for path in old_parts)
     new_rows = sum(shard.row_count for shard in shards)
     buckets = max(1, math.ceil((old_rows + new_rows) / ROWS_PER_BUCKET))
@@ -142,7 +142,7 @@ def classify(*, old_parts: Sequence[str], old_fs: pafs.FileSystem, shards: Seque
                           "shard_id": pa.array([shard.shard_id] * rows.num_rows, pa.string()), "_row": rows["_row"],
                           "chars": pc.utf8_length(rows["text"].fill_null("")).cast(pa.int64())}))
     result = Classification(workdir=workdir)
-    fsutil.ensure_dir(ledger_fs, fsutil.join(workdir, "assign"))
+    storage.ensure_dir(ledger_fs, storage.join(workdir, "assign"))
     deleted_tables = []
     for number in range(buckets):
         id_field = pa.field("id", id_type or pa.string())
@@ -151,15 +151,15 @@ def classify(*, old_parts: Sequence[str], old_fs: pafs.FileSystem, shards: Seque
         assigned, deleted, counts = _classify_bucket(old_bucket, new_bucket)
         for name, value in counts.items():
             setattr(result, name, getattr(result, name) + value)
-        _write(ledger_fs, fsutil.join(workdir, f"assign/b{number:05d}.parquet"), assigned)
+        _write(ledger_fs, storage.join(workdir, f"assign/b{number:05d}.parquet"), assigned)
         if deleted.num_rows:
             deleted_tables.append(deleted)
     if deleted_tables:
-        result.deleted_ids_file = fsutil.join(workdir, "deleted_ids.parquet")
+        result.deleted_ids_file = storage.join(workdir, "deleted_ids.parquet")
         _write(ledger_fs, result.deleted_ids_file, pa.concat_tables(deleted_tables))
-    fsutil.delete_dir_contents(ledger_fs, fsutil.join(workdir, "old"))
-    fsutil.delete_dir_contents(ledger_fs, fsutil.join(workdir, "new"))
-    fsutil.write_json_atomic(ledger_fs, fsutil.join(workdir, STATE_FILE), result.as_dict())
+    storage.delete_dir_contents(ledger_fs, storage.join(workdir, "old"))
+    storage.delete_dir_contents(ledger_fs, storage.join(workdir, "new"))
+    storage.write_json_atomic(ledger_fs, storage.join(workdir, STATE_FILE), result.as_dict())
     return result
 
 
@@ -185,11 +185,11 @@ def _classify_bucket(old: pa.Table, new: pa.Table) -> tuple[pa.Table, pa.Table, 
 def _write(fs: pafs.FileSystem, path: str, table: pa.Table) -> None:
     buffer = pa.BufferOutputStream()
     pq.write_table(table, buffer)
-    fsutil.write_atomic(fs, path, buffer.getvalue())
+    storage.write_atomic(fs, path, buffer.getvalue())
 
 
 def load_classification(fs: pafs.FileSystem, workdir: str) -> Classification | None:
-    data = fsutil.read_json(fs, fsutil.join(workdir, STATE_FILE))
+    data = storage.read_json(fs, storage.join(workdir, STATE_FILE))
     if data is None:
         return None
     return Classification(**{k: v for k, v in data.items() if k in Classification.__dataclass_fields__})
@@ -197,7 +197,7 @@ def load_classification(fs: pafs.FileSystem, workdir: str) -> Classification | N
 
 def shard_assignment(fs: pafs.FileSystem, workdir: str, shard_id: str) -> pa.Table:
     """The saved actions for one shard's rows (empty when the shard was not classified)."""
-    dataset = pads.dataset(fsutil.join(workdir, "assign"), filesystem=fs, format="parquet")
+    dataset = pads.dataset(storage.join(workdir, "assign"), filesystem=fs, format="parquet")
     return dataset.to_table(filter=pc.field("shard_id") == shard_id).sort_by("_row")
 
 

@@ -25,9 +25,9 @@ import pyarrow.fs as pafs
 import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
+from embedder import storage
 from embedder.errors import ConfigError, InputError
-from embedder.shards import Shard, row_ends
-from embedder.source import filesystem_and_path
+from embedder.source.shards import Shard, row_ends
 
 RESERVED = ("id", "text", "_row")
 
@@ -88,7 +88,7 @@ def required_columns(spec: ReadSpec) -> list[str]:
 
 def _read_raw(shard: Shard, spec: ReadSpec, columns: list[str], filesystem: pafs.FileSystem | None,
               filesystem_options: dict[str, Any] | None) -> pa.Table:
-    fs, path = filesystem_and_path(shard.file.uri, filesystem, filesystem_options)
+    fs, path = storage.resolve(shard.file.uri, filesystem_options, filesystem=filesystem)
     read = {"parquet": _read_parquet, "arrow": _read_ipc, "jsonl": _read_jsonl, "csv": _read_csv}
     raw = read[shard.file.format](shard, fs, path, columns, spec)
     if raw.num_rows != shard.row_count:

@@ -8,14 +8,14 @@ from typing import TextIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from embedder import fsutil
-from embedder.config import JobConfig, ParquetSinkConfig
+from embedder import storage
+from embedder.config.loading import JobConfig, ParquetSinkConfig
 from embedder.errors import ConfigError
-from embedder.incremental import Classification, classify, load_classification
-from embedder.ledger import Ledger
-from embedder.planning import JobPlan, filesystem_options, plan_digest, read_spec
-from embedder.progress import ProgressState
+from embedder.incremental.classify import Classification, classify, load_classification
+from embedder.ledger.checkpoint import Ledger
+from embedder.run.progress import ProgressState
 from embedder.sinks.parquet import read_manifest
+from embedder.source.planning import JobPlan, filesystem_options, plan_digest, read_spec
 
 WORKDIR = "_incremental"
 
@@ -61,10 +61,10 @@ def prepare(config: JobConfig, plan: JobPlan, ledger: Ledger, content_key: str, 
         print(f"embedder: incremental: the input matches version {manifest.get('dataset_version')} of {output}",
               file=out)
         return None
-    output_fs, root = fsutil.resolve(output, options=fs_options)
-    old_parts = [fsutil.join(root, part["path"]) for part in manifest["parts"] if part["shard_id"] not in planned]
+    output_fs, root = storage.resolve(output, fs_options)
+    old_parts = [storage.join(root, part["path"]) for part in manifest["parts"] if part["shard_id"] not in planned]
     key = f"v{manifest.get('dataset_version', 0)}-{plan_digest(s.shard_id for s in fresh)[:16]}"
-    workdir_fs, workdir = ledger.filesystem, fsutil.join(ledger.root, WORKDIR, key)
+    workdir_fs, workdir = ledger.filesystem, storage.join(ledger.root, WORKDIR, key)
     classification = load_classification(workdir_fs, workdir)
     if classification is None:
         classification = classify(old_parts=old_parts, old_fs=output_fs, shards=fresh, spec=read_spec(config),
@@ -77,4 +77,4 @@ def prepare(config: JobConfig, plan: JobPlan, ledger: Ledger, content_key: str, 
     print(f"embedder: incremental against version {manifest.get('dataset_version')}: {c.new:,} new, "
           f"{c.changed:,} changed, {c.unchanged:,} unchanged (kept without API calls), {c.deleted:,} deleted",
           file=out)
-    return IncrementalRun(classification, fsutil.join(ledger.location, WORKDIR, key), output, deleted)
+    return IncrementalRun(classification, storage.join(ledger.location, WORKDIR, key), output, deleted)

@@ -14,12 +14,12 @@ from typing import Any
 import pyarrow as pa
 import ray
 
-from embedder.embedding import Embedder
-from embedder.limiter import Limits, RateLimiter
+from embedder.jina.embedding import Embedder
+from embedder.run.limiter import Limits, RateLimiter
+from embedder.run.worker import EmbedWorker, WorkerSettings
 from embedder.secrets import Secret
 from embedder.sinks.base import CommitReceipt, Sink, SinkStartInfo, WriteReceipt
 from embedder.sinks.fanout import commit_sinks, write_to_sinks
-from embedder.worker import EmbedWorker, WorkerSettings
 
 _RETURNED = object()
 
@@ -33,7 +33,7 @@ class LimiterActor(RateLimiter):
     incarnation before it asks for anything (:meth:`register`): the permits of its earlier incarnations go back,
     and so does any permit an earlier incarnation's still-waiting ``acquire`` is granted later (Ray does not
     cancel the calls of a dead caller). Any permit held longer than ``lease_s`` (far longer than one request may
-    take) is retired by the window itself (:class:`~embedder.limiter.RateWindow`): a safety net for losses no one
+    take) is retired by the window itself (:class:`~embedder.run.limiter.RateWindow`): a safety net for losses no one
     reports.
     """
 

@@ -8,15 +8,13 @@ or a URI (``s3://bucket/prefix``, ``gs://bucket/prefix``, ``file:///data``). Nam
 
 from __future__ import annotations
 
-import os
 import re
-import threading
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
+from embedder import storage
 from embedder.errors import ConfigError, InputError
 
 FORMATS = ("parquet", "jsonl", "csv", "arrow")
@@ -65,81 +63,6 @@ def _suffix(name: str) -> str:
     leaf = name.rsplit("/", 1)[-1]
     dot = leaf.rfind(".")
     return leaf[dot:].lower() if dot > 0 else ""
-
-
-# Building an S3FileSystem resolves credentials (slow); every shard of a job reuses the same one.
-_FS_CACHE: dict[tuple[str, str], pafs.FileSystem] = {}
-_FS_LOCK = threading.Lock()
-_LOCAL = pafs.LocalFileSystem()
-
-
-def resolve_filesystem(path: str, *, s3_endpoint_override: str | None = None,
-                       filesystem_options: dict[str, Any] | None = None) -> tuple[pafs.FileSystem, str]:
-    """The filesystem holding ``path`` and the path within it (``s3://b/k`` → ``(S3FileSystem, "b/k")``).
-
-    ``filesystem_options`` are keyword arguments of the filesystem's constructor (for S3:
-    ``endpoint_override``, ``region``, ``access_key``...). For S3 the endpoint comes from, in order:
-    ``s3_endpoint_override``, ``filesystem_options["endpoint_override"]``, ``AWS_ENDPOINT_URL_S3``,
-    ``AWS_ENDPOINT_URL``.
-    """
-    scheme = urlsplit(path).scheme.lower() if "://" in path else ""
-    if not scheme:
-        return _LOCAL, os.path.abspath(os.path.expanduser(path))
-    if scheme == "file":
-        return _LOCAL, urlsplit(path).path
-    try:
-        return _remote(path, scheme, dict(filesystem_options or {}), s3_endpoint_override)
-    except (ValueError, OSError, TypeError) as exc:
-        raise ConfigError(f"source.path: cannot open {path!r}: {exc}") from exc
-
-
-def _remote(path: str, scheme: str, options: dict[str, Any],
-            s3_endpoint_override: str | None) -> tuple[pafs.FileSystem, str]:
-    if scheme in ("s3", "s3a"):
-        endpoint = (s3_endpoint_override or options.pop("endpoint_override", None)
-                    or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
-        if endpoint:
-            # Arrow wants host:port plus a separate scheme; users write a URL.
-            parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
-            options["endpoint_override"] = parts.netloc
-            options.setdefault("scheme", parts.scheme)
-        if not options:  # from_uri also finds the bucket's region, which S3FileSystem() would not
-            bucket = urlsplit(path).netloc
-            fs = _cached(f"{scheme}:{bucket}", {}, lambda: pafs.FileSystem.from_uri(f"s3://{bucket}")[0])
-        else:
-            fs = _cached(scheme, options, lambda: pafs.S3FileSystem(**options))
-        return fs, _strip_scheme(path)
-    if scheme in ("gs", "gcs") and options:
-        fs = _cached(scheme, options, lambda: pafs.GcsFileSystem(**options))
-        return fs, _strip_scheme(path)
-    return pafs.FileSystem.from_uri(path)
-
-
-def _cached(scheme: str, options: dict[str, Any], make: Any) -> pafs.FileSystem:
-    key = (scheme, repr(sorted(options.items())))
-    with _FS_LOCK:
-        if key not in _FS_CACHE:
-            _FS_CACHE[key] = make()
-        return _FS_CACHE[key]
-
-
-def _strip_scheme(uri: str) -> str:
-    return uri.split("://", 1)[1].split("?", 1)[0]
-
-
-def filesystem_and_path(uri: str, filesystem: pafs.FileSystem | None = None,
-                        filesystem_options: dict[str, Any] | None = None) -> tuple[pafs.FileSystem, str]:
-    """Where to open a :class:`SourceFile`'s ``uri``: the given filesystem, or one resolved from the URI."""
-    if filesystem is None:
-        return resolve_filesystem(uri, filesystem_options=filesystem_options)
-    return filesystem, (_strip_scheme(uri) if "://" in uri else uri)
-
-
-def _to_uri(fs: pafs.FileSystem, path: str) -> str:
-    if isinstance(fs, pafs.LocalFileSystem):
-        return path
-    scheme = {"s3": "s3", "gcs": "gs"}.get(fs.type_name, fs.type_name)
-    return f"{scheme}://{path}"
 
 
 def _hidden(relative: str) -> bool:
@@ -203,10 +126,10 @@ def discover_files(path: str, format: str | None = None, *,
     """
     if format is not None and format not in FORMATS:
         raise ConfigError(f"source.format: unknown format {format!r}; expected one of {', '.join(FORMATS)}")
-    fs, fs_path = resolve_filesystem(path, filesystem_options=filesystem_options)
+    fs, fs_path = storage.resolve(path, filesystem_options)
     files = []
     for info in _list(fs, fs_path, path):
-        uri = _to_uri(fs, info.path)
+        uri = storage.uri(fs, info.path)
         inferred = infer_format(info.path)
         if format is None and inferred is None:
             raise ConfigError(f"source.format: cannot tell the format of {uri} from its name; "

@@ -14,14 +14,20 @@ from typing import Any, TextIO
 
 import pyarrow as pa
 
-from embedder.client import EmbedOptions
-from embedder.config import JobConfig
+from embedder.config.loading import JobConfig
 from embedder.errors import ConfigError, FatalError
-from embedder.incremental_job import IncrementalRun
-from embedder.incremental_job import prepare as prepare_incremental
-from embedder.ledger import Ledger
-from embedder.limiter import Limits
-from embedder.planning import (
+from embedder.incremental.prepare import IncrementalRun
+from embedder.incremental.prepare import prepare as prepare_incremental
+from embedder.jina.client import EmbedOptions
+from embedder.ledger.checkpoint import Ledger
+from embedder.run.limiter import Limits
+from embedder.run.progress import ProgressDisplay, ProgressState
+from embedder.run.worker import WorkerSettings
+from embedder.secrets import Secret
+from embedder.sinks.base import Sink, SinkStartInfo
+from embedder.sinks.factory import build_sinks
+from embedder.sinks.fanout import commit_sinks
+from embedder.source.planning import (
     JobPlan,
     build_plan,
     check_duplicate_ids,
@@ -29,12 +35,6 @@ from embedder.planning import (
     plan_digest,
     read_spec,
 )
-from embedder.progress import ProgressDisplay, ProgressState
-from embedder.secrets import Secret
-from embedder.sinks.base import Sink, SinkStartInfo
-from embedder.sinks.factory import build_sinks
-from embedder.sinks.fanout import commit_sinks
-from embedder.worker import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +175,8 @@ def _embed_on_ray(config: JobConfig, plan: JobPlan, todo: list, ledger: Ledger, 
                   incremental: IncrementalRun | None = None) -> tuple:
     import ray
 
-    from embedder import actors
-    from embedder.driver import Driver, DriverSettings, unwrap
+    from embedder.run import actors as actors
+    from embedder.run.driver import Driver, DriverSettings, unwrap
 
     _init_ray()
     limits = config.limits

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from embedder.ledger import Ledger  # pyarrow only when the command runs
+    from embedder.ledger.checkpoint import Ledger  # pyarrow only when the command runs
 
     ledger = Ledger.load(args.ledger)
     status = collect(ledger, stale_after=getattr(args, "stale_after", STALE_AFTER_S))
@@ -87,7 +87,7 @@ def collect(ledger: Any, *, stale_after: float = STALE_AFTER_S, now: float | Non
 
 def format_status(status: dict[str, Any]) -> str:
     """A few aligned lines for people."""
-    from embedder.ledger import flatten_fields
+    from embedder.ledger.checkpoint import flatten_fields
 
     plan, done, progress = status["plan"] or {}, status["done"], status["progress"]
     lines = [("ledger", status["ledger"])]

@@ -11,13 +11,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from embedder.config import JobConfig
-from embedder.embedding import DEFAULT_MAX_TOKENS_PER_REQUEST
+from embedder.config.loading import JobConfig
 from embedder.errors import InputError
-from embedder.models import model_spec
-from embedder.reader import ReadSpec, read_ids, read_shard
-from embedder.shards import Shard, plan_shards
-from embedder.source import SourceFile, discover_files
+from embedder.jina.embedding import DEFAULT_MAX_TOKENS_PER_REQUEST
+from embedder.jina.models import model_spec
+from embedder.source.files import SourceFile, discover_files
+from embedder.source.reader import ReadSpec, read_ids, read_shard
+from embedder.source.shards import Shard, plan_shards
 
 PLAN_CHARS_PER_TOKEN = 4.0
 """Characters per token assumed by ``plan`` (no tokenizer here); English text under XLM-RoBERTa is near this.

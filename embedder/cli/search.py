@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from embedder.config import MilvusSinkConfig, load_job
+    from embedder.config.loading import MilvusSinkConfig, load_job
     from embedder.errors import ConfigError
 
     if not getattr(args, "debug", False):  # faiss and Milvus Lite announce themselves at INFO on every start
@@ -59,8 +59,8 @@ def query_task(task: str | None) -> str | None:
 
 
 def embed_query(config: Any, text: str) -> list[float]:
-    from embedder.function import JinaEmbeddingFunction
-    from embedder.job import api_key_or_fail
+    from embedder.jina.function import JinaEmbeddingFunction
+    from embedder.run.job import api_key_or_fail
 
     emb = config.embedding
     task = query_task(emb.task)

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from embedder.batching import MAX_CHARS_PER_TOKEN, TokenEstimator, plan_batches
-from embedder.client import EmbedOptions, JinaClient
 from embedder.errors import FatalError, InputRejected, PermanentError, ResponseMismatch
+from embedder.jina.batching import MAX_CHARS_PER_TOKEN, TokenEstimator, plan_batches
+from embedder.jina.client import EmbedOptions, JinaClient
 
 # Requests far above this many tokens take many seconds each and make the token rate lumpy; small enough to
 # spread over a minute's quota, large enough that requests-per-minute rarely binds before tokens-per-minute.
