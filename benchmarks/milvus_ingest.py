@@ -36,9 +36,10 @@ import numpy as np
 import pyarrow as pa
 from pymilvus import DataType
 
-from embedder.config.loading import MilvusSinkConfig
+from embedder.config import MilvusSinkConfig
+from embedder.config.sinks import is_lite_uri
 from embedder.sinks.base import SinkStartInfo
-from embedder.sinks.milvus import MilvusSink, connect, disconnect, is_lite
+from embedder.sinks.milvus import MilvusSink, connect, disconnect
 
 COLLECTION = "bench"
 
@@ -65,7 +66,7 @@ class Trial:
         self.uri = base or os.path.join(workdir, f"trial-{number}.db")
 
     def drop(self) -> None:
-        if is_lite(self.uri):
+        if is_lite_uri(self.uri):
             shutil.rmtree(self.uri, ignore_errors=True)
             return
         client = connect(self.uri)
@@ -80,7 +81,7 @@ def run_sink(uri: str, tables: list[pa.Table], dim: int, index: str, batch_bytes
     schema = tables[0].select(["id", "title"]).schema
     info = SinkStartInfo(model="bench", task=None, dimensions=dim, fingerprint="bench", passthrough_schema=schema,
                          id_type=pa.string())
-    sink = MilvusSink(uri, collection=COLLECTION, index_type=index, batch_bytes=batch_bytes)
+    sink = MilvusSink(MilvusSinkConfig(uri=uri, collection=COLLECTION, index_type=index, batch_bytes=batch_bytes))
     sink.start(info)
     started = time.perf_counter()
     for number, table in enumerate(tables):

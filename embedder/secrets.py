@@ -1,6 +1,17 @@
-"""A secret that can travel to Ray actors without ever being printed."""
+"""Secrets: a key that can travel to Ray actors without ever being printed, and credentials kept out of URIs.
+
+Keys come from the environment only. :class:`Secret` hides a key from ``repr``, ``str``, logs, tracebacks and
+Ray's task listings; :func:`mask_uri` hides a ``user:password@`` part of a URI before it is shown.
+"""
 
 from __future__ import annotations
+
+import re
+
+SECRET_MESSAGE = "put secrets in the environment (JINA_API_KEY / MILVUS_TOKEN), not in the job file"
+"""What every refusal of a secret in a job file tells the user to do instead."""
+
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@")
 
 
 class Secret:
@@ -19,15 +30,20 @@ class Secret:
 
     __str__ = __repr__
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Secret], tuple[str]]:
         return (Secret, (self._value,))
 
     def __bool__(self) -> bool:
         return bool(self._value)
 
 
-def mask(value: str | None) -> str:
-    """How a secret is shown: whether it is set, and never more than its prefix."""
-    if not value:
-        return "<unset>"
-    return f"{value[:5]}…(set, {len(value)} chars)" if value.startswith("jina_") else "<set>"
+def mask_uri(uri: str) -> str:
+    """``uri`` with any ``user:password@`` part replaced by ``***@``."""
+    return _USERINFO.sub(r"\1***@", uri)
+
+
+def secret_marker(source: str | None, looked_in: tuple[str, ...]) -> str:
+    """How a secret is shown: the variable it came from, or where it was looked for; never its value."""
+    if source is not None:
+        return f"<from ${source}: set>"
+    return "<unset: " + ", ".join(f"${name}" for name in looked_in) + ">"

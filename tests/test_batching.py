@@ -43,7 +43,7 @@ def test_plan_batches_rejects_a_group_that_cannot_fit():
 
 def test_estimator_calibrates_toward_billed_tokens():
     estimator = TokenEstimator(chars_per_token=3.0, overhead=2)
-    assert estimator.estimate("x" * 300) == 102
+    assert estimator.estimate_lengths(np.array([300]))[0] == 102
     estimator.observe(chars=4000, inputs=10, billed_tokens=1020)  # 4 chars per content token
     assert estimator.chars_per_token == pytest.approx(4.0)
     estimator.observe(chars=5000, inputs=10, billed_tokens=1020)  # 5 chars per token, smoothed

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from embedder.config.loading import (
+from embedder.config import (
     SECTIONS,
     SINK_CLASSES,
     EmbeddingConfig,

@@ -20,6 +20,7 @@ import pytest
 from pymilvus import DataType
 from pymilvus.exceptions import MilvusException, MilvusUnavailableException
 
+from embedder.config import MilvusSinkConfig
 from embedder.errors import SinkError
 from embedder.sinks import milvus as milvus_module
 from embedder.sinks.base import SinkStartInfo, WriteReceipt
@@ -68,9 +69,16 @@ def db(tmp_path) -> str:
     return str(tmp_path / "lite" / "vectors.db")  # the parent folder does not exist yet: the sink makes it
 
 
+def milvus_sink(uri: str, *, lock_wait_s: float = milvus_module.LOCK_WAIT_S, fast_path: bool = True,
+                **fields: object) -> MilvusSink:
+    """A sink for the ``[sink] kind = "milvus"`` section with ``uri`` and ``fields``."""
+    config = MilvusSinkConfig(uri=uri, **fields)  # type: ignore[arg-type]
+    return MilvusSink(config, lock_wait_s=lock_wait_s, fast_path=fast_path)
+
+
 @pytest.fixture
 def sink(db) -> Iterator[MilvusSink]:
-    s = MilvusSink(db, collection="docs")
+    s = milvus_sink(db, collection="docs")
     s.start(info())
     yield s
     s.close()
@@ -164,7 +172,7 @@ def test_a_replayed_shard_replaces_its_rows(db, sink):
 
 
 def test_requests_are_bounded_by_batch_bytes(db, monkeypatch):
-    sink = MilvusSink(db, collection="docs", batch_bytes=1000)  # ~10 rows of 8 floats + fields per request
+    sink = milvus_sink(db, collection="docs", batch_bytes=1000)  # ~10 rows of 8 floats + fields per request
     sink.start(info())
     sizes: list[int] = []
     original = MilvusSink._upsert
@@ -180,12 +188,12 @@ def test_requests_are_bounded_by_batch_bytes(db, monkeypatch):
 
 
 def test_the_public_upsert_path_gives_the_same_rows(db, tmp_path):
-    fast = MilvusSink(db, collection="docs")
+    fast = milvus_sink(db, collection="docs")
     fast.start(info())
     fast.write("s1", table(0, 25))
     fast.commit(["s1"])
     other = str(tmp_path / "other.db")
-    slow = MilvusSink(other, collection="docs", fast_path=False)
+    slow = milvus_sink(other, collection="docs", fast_path=False)
     slow.start(info())
     slow.write("s1", table(0, 25))
     slow.commit(["s1"])
@@ -193,7 +201,7 @@ def test_the_public_upsert_path_gives_the_same_rows(db, tmp_path):
 
 
 def test_integer_ids(db):
-    sink = MilvusSink(db, collection="docs")
+    sink = milvus_sink(db, collection="docs")
     sink.start(info(id_type=pa.int64(), columns=("title",)))
     sink.write("s1", table(0, 10, id_type=pa.int64()).select(["id", "vector", "title"]))
     assert sink.commit(["s1"]).rows == 10
@@ -225,7 +233,7 @@ def existing(db: str, *, dim: int = DIM, pk: DataType = DataType.VARCHAR, auto_i
 ])
 def test_a_mismatching_collection_is_refused_before_anything_is_written(db, kwargs, columns, message):
     existing(db, **kwargs)
-    sink = MilvusSink(db, collection="docs")
+    sink = milvus_sink(db, collection="docs")
     with pytest.raises(SinkError, match=message) as caught:
         sink.start(info(columns=columns))
     assert "Milvus collection 'docs' at " in str(caught.value) and "Nothing was written" in str(caught.value)
@@ -240,7 +248,7 @@ def test_a_mismatching_collection_is_refused_before_anything_is_written(db, kwar
 
 def test_a_matching_existing_collection_is_used_with_its_own_limits(db):
     existing(db, extra=(("title", DataType.VARCHAR),))  # made by hand: id max_length 64, title 100, not nullable
-    sink = MilvusSink(db, collection="docs")
+    sink = milvus_sink(db, collection="docs")
     sink.start(info(columns=("title",)))
     rows = table(1, 2).select(["id", "vector", "title"])  # ids 1 and 2: no null title
     sink.write("s1", rows)
@@ -251,7 +259,7 @@ def test_a_matching_existing_collection_is_used_with_its_own_limits(db):
 
 def test_another_model_in_the_collection_is_refused(db, sink):
     sink.close()
-    other = MilvusSink(db, collection="docs")
+    other = milvus_sink(db, collection="docs")
     with pytest.raises(SinkError, match="holds vectors of model 'jina-embeddings-v3', this job's model is 'other'"):
         other.start(info(model="other"))
 
@@ -310,12 +318,12 @@ def test_a_database_held_by_another_process_gives_a_clear_error(db):
     try:
         started = time.monotonic()
         with pytest.raises(SinkError, match=r"is open in another process .*one process per database"):
-            MilvusSink(db, collection="docs", lock_wait_s=0.5).start(info())
+            milvus_sink(db, collection="docs", lock_wait_s=0.5).start(info())
         assert time.monotonic() - started < 10
     finally:
         holder.kill()
         holder.wait()
-    sink = MilvusSink(db, collection="docs", lock_wait_s=5)  # free again once the holder is gone
+    sink = milvus_sink(db, collection="docs", lock_wait_s=5)  # free again once the holder is gone
     sink.start(info())
     sink.close()
 
@@ -324,9 +332,8 @@ def test_rows_survive_a_killed_writer_process(db):
     script = textwrap.dedent("""
         import os, signal, sys
         sys.path.insert(0, sys.argv[2])
-        from test_milvus_sink import info, table
-        from embedder.sinks.milvus import MilvusSink
-        sink = MilvusSink(sys.argv[1], collection="docs")
+        from test_milvus_sink import info, milvus_sink, table
+        sink = milvus_sink(sys.argv[1], collection="docs")
         sink.start(info())
         sink.write("s1", table(0, 40))
         sink.write("s2", table(40, 40))
@@ -334,7 +341,7 @@ def test_rows_survive_a_killed_writer_process(db):
     """)
     done = subprocess.run([sys.executable, "-c", script, db, str(Path(__file__).parent)], timeout=120)
     assert done.returncode == -signal.SIGKILL
-    sink = MilvusSink(db, collection="docs")
+    sink = milvus_sink(db, collection="docs")
     sink.start(info())
     sink.write("s2", table(40, 40))  # the shard that had no ledger marker yet is written again
     assert sink.commit(["s1", "s2"], expected_rows=80).extra == {"collection": "docs", "count": 80,
@@ -348,7 +355,7 @@ def test_the_token_stays_out_of_repr_pickles_and_errors(monkeypatch):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    sink = MilvusSink(f"http://127.0.0.1:{port}", collection="docs")
+    sink = milvus_sink(f"http://127.0.0.1:{port}", collection="docs")
     assert secret not in repr(sink) and secret.encode() not in pickle.dumps(sink)
     with pytest.raises(SinkError) as caught:
         sink.start(info())
@@ -385,7 +392,7 @@ def lite_server(tmp_path) -> Iterator[str]:
 
 def test_a_server_takes_several_sink_objects(lite_server, monkeypatch):
     monkeypatch.setenv("MILVUS_TOKEN", "root:Milvus")  # sent as the server token (milvus-lite ignores it)
-    first, second = MilvusSink(lite_server, collection="docs"), MilvusSink(lite_server, collection="docs")
+    first, second = milvus_sink(lite_server, collection="docs"), milvus_sink(lite_server, collection="docs")
     first.start(info())
     second.start(info())  # like a second sink actor: finds the collection the first one created
     receipt = second.write("s2", table(50, 50))
@@ -403,9 +410,9 @@ def test_an_empty_table_writes_nothing(sink):
 
 def test_search_with_custom_field_names_and_a_filter(db):
     from embedder.cli.search import format_hits, search
-    from embedder.config.loading import MilvusSinkConfig
+    from embedder.config import MilvusSinkConfig
 
-    sink = MilvusSink(db, collection="docs", id_field="pk", vector_field="emb", metric="IP")
+    sink = milvus_sink(db, collection="docs", id_field="pk", vector_field="emb", metric="IP")
     sink.start(info(columns=("title", "n")))
     sink.write("s1", table(1, 20).select(["id", "vector", "title", "n"]))
     sink.commit(["s1"])
@@ -424,9 +431,9 @@ def test_search_with_custom_field_names_and_a_filter(db):
 
 def test_search_refuses_a_database_a_job_holds(db):
     from embedder.cli.search import search
-    from embedder.config.loading import MilvusSinkConfig
+    from embedder.config import MilvusSinkConfig
 
-    sink = MilvusSink(db, collection="docs")
+    sink = milvus_sink(db, collection="docs")
     sink.start(info())
     sink.close()
     holder = hold_lite(db)

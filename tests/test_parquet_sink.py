@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from embedder import storage
+from embedder.config import ParquetSinkConfig
 from embedder.errors import SinkError
 from embedder.ledger.checkpoint import Ledger
 from embedder.sinks import ParquetSink, SinkStartInfo, WriteReceipt
@@ -41,7 +42,7 @@ def table(start: int, n: int, dim: int = DIM) -> pa.Table:
 
 @pytest.fixture
 def sink(tmp_path) -> ParquetSink:
-    s = ParquetSink(str(tmp_path / "out"))
+    s = ParquetSink(ParquetSinkConfig(path=str(tmp_path / "out")))
     s.start(info())
     return s
 
@@ -56,7 +57,7 @@ def test_write_creates_one_part_atomically_and_a_rewrite_replaces_it(tmp_path, s
     assert written.column("id").to_pylist() == [100, 101, 102]
     assert written.schema.field("vector").type == pa.list_(pa.float32(), DIM)
     assert written.column("title").to_pylist() == ["t100", "t101", "t102"]
-    assert sink.has_shard("s1") and not sink.has_shard("s2")
+    assert (tmp_path / "out" / "part-s1.parquet").is_file() and not (tmp_path / "out" / "part-s2.parquet").exists()
 
 
 def test_a_failed_write_keeps_the_old_part_and_leaves_no_temp_file(tmp_path, sink, monkeypatch):
@@ -109,10 +110,11 @@ def test_commit_lists_exactly_the_plan_and_deletes_stale_parts(tmp_path, sink):
 
 def test_commit_counts_rows_from_footers_and_receipts(tmp_path, sink):
     receipts = [sink.write("s1", table(0, 4)), sink.write("s2", table(10, 7))]
-    fresh = ParquetSink(str(tmp_path / "out"))  # another actor, or a later run: knows nothing in memory
+    # another actor, or a later run: knows nothing in memory
+    fresh = ParquetSink(ParquetSinkConfig(path=str(tmp_path / "out")))
     fresh.start(info())
     assert fresh.commit(["s1", "s2"]).rows == 11
-    fresh = ParquetSink(str(tmp_path / "out"))
+    fresh = ParquetSink(ParquetSinkConfig(path=str(tmp_path / "out")))
     fresh.start(info())
     assert fresh.commit(["s1", "s2"], receipts=receipts).rows == 11
 
@@ -121,7 +123,7 @@ def test_commit_refuses_a_missing_part_and_a_part_of_another_job(tmp_path, sink)
     sink.write("s1", table(0, 1))
     with pytest.raises(SinkError, match=r"1 planned shard.*s2"):
         sink.commit(["s1", "s2"])
-    other = ParquetSink(str(tmp_path / "out"))
+    other = ParquetSink(ParquetSinkConfig(path=str(tmp_path / "out")))
     other.start(info(fingerprint="fp-other"))
     with pytest.raises(SinkError, match="written by another job"):
         other.commit(["s1"])
@@ -133,7 +135,7 @@ def test_each_commit_is_a_new_version_and_the_previous_one_stays_readable_until_
     sink.write("s2", table(10, 2))
     sink.commit(["s1", "s2"])
     # the next run writes a new part beside the old ones: readers of the manifest still see version 1 whole
-    later = ParquetSink(str(out))
+    later = ParquetSink(ParquetSinkConfig(path=str(out)))
     later.start(info())
     later.write("s3", table(20, 3))
     assert read_manifest_dataset(str(out)).count_rows() == 3
@@ -161,7 +163,7 @@ def test_missing_columns_and_lifecycle_errors(tmp_path, sink):
     with pytest.raises(SinkError, match="no 'id' column"):
         sink.write("s1", table(0, 2).drop_columns(["id"]))
     with pytest.raises(SinkError, match="start"):
-        ParquetSink(str(tmp_path / "o2")).write("s1", table(0, 1))
+        ParquetSink(ParquetSinkConfig(path=str(tmp_path / "o2"))).write("s1", table(0, 1))
     with pytest.raises(ValueError, match="invalid shard id"):
         sink.write("../s1", table(0, 1))
 
@@ -173,7 +175,7 @@ def test_ids_are_cast_to_the_job_id_type(tmp_path, sink):
 
 
 def test_the_sink_pickles_before_and_after_use(tmp_path, sink):
-    fresh = pickle.loads(pickle.dumps(ParquetSink(str(tmp_path / "o3"))))
+    fresh = pickle.loads(pickle.dumps(ParquetSink(ParquetSinkConfig(path=str(tmp_path / "o3")))))
     fresh.start(info())
     fresh.write("s1", table(0, 1))
     again = pickle.loads(pickle.dumps(sink))
@@ -183,7 +185,7 @@ def test_the_sink_pickles_before_and_after_use(tmp_path, sink):
 
 def test_subtree_filesystem(tmp_path):
     fs = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
-    sink = ParquetSink("job/out", filesystem=fs)
+    sink = ParquetSink(ParquetSinkConfig(path="job/out"), filesystem=fs)
     sink.start(info())
     sink.write("s1", table(0, 3))
     assert sink.commit(["s1"]).rows == 3
@@ -192,7 +194,7 @@ def test_subtree_filesystem(tmp_path):
 
 def test_a_large_shard_writes_fast(tmp_path):
     dim, n = 1024, 5000
-    sink = ParquetSink(str(tmp_path / "out"))
+    sink = ParquetSink(ParquetSinkConfig(path=str(tmp_path / "out")))
     sink.start(info(dim=dim))
     vectors = np.random.default_rng(0).standard_normal((n, dim), dtype=np.float32)
     big = pa.table({"id": pa.array(range(n), pa.int64()),
@@ -224,13 +226,13 @@ def s3() -> Iterator[dict]:
 
 
 def test_parquet_sink_on_s3(s3):
-    sink = ParquetSink("s3://bucket/run1/out", filesystem_options=s3)
+    sink = ParquetSink(ParquetSinkConfig(path="s3://bucket/run1/out"), storage_options=s3)
     sink.start(info())
     receipt = sink.write("s1", table(0, 3))
     assert receipt.location == "s3://bucket/run1/out/part-s1.parquet"
     sink.write("s1", table(0, 4))  # a rewrite replaces the object
     sink.write("stale", table(50, 2))
-    fresh = ParquetSink("s3://bucket/run1/out", filesystem_options=s3)
+    fresh = ParquetSink(ParquetSinkConfig(path="s3://bucket/run1/out"), storage_options=s3)
     fresh.start(info())
     assert fresh.commit(["s1"]).rows == 4  # footer read over S3
     fs = pafs.S3FileSystem(**s3)

@@ -71,7 +71,7 @@ def function_demo() -> None:
 
 def job_demo(args: argparse.Namespace) -> int:
     from embedder.cli.sample_corpus import write_parquet_corpus
-    from embedder.config.loading import default_job
+    from embedder.config import default_job
     from embedder.run.job import RunOptions, run_job
 
     corpus = os.path.join(args.workdir, "corpus")
@@ -102,7 +102,7 @@ def search_demo(config, corpus: str) -> None:
     import pyarrow.dataset as ds
 
     from embedder.cli.search import embed_query, format_hits, search
-    from embedder.config.loading import MilvusSinkConfig
+    from embedder.config import MilvusSinkConfig
 
     sink = next(s for s in config.sinks if isinstance(s, MilvusSinkConfig))
     row = ds.dataset(corpus).head(1, columns=["id", "text"]).to_pylist()[0]

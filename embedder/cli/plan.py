@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from embedder.config.loading import load_job
+    from embedder.config import load_job
     from embedder.source.planning import build_plan, format_plan
 
     config = load_job(args.job, args.overrides)

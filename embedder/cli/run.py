@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from embedder.config.loading import load_job
+    from embedder.config import load_job
     from embedder.run.job import RunOptions, refuse_unknown, run_job
 
     refuse_unknown(args)

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from embedder.config.loading import MilvusSinkConfig, load_job
+    from embedder.config import MilvusSinkConfig, load_job
     from embedder.errors import ConfigError
 
     if not getattr(args, "debug", False):  # faiss and Milvus Lite announce themselves at INFO on every start

@@ -2,7 +2,7 @@
 
 This module says what each key is, its default and its allowed values (in field metadata, read by the
 parser), and derives the effective values. Reading, overriding and validating a job file is
-:mod:`embedder.config.loading`; import the public names from there.
+:mod:`embedder.config.loading` and :mod:`embedder.config.rules`; import the public names from ``embedder.config``.
 
 Every field is a key of the job file under its section (``[embedding] dimensions = 512``). The dataclasses
 hold no secrets: the API key and the Milvus token are read from the environment when they are needed.
@@ -13,33 +13,44 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import posixpath
-import re
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from embedder.jina.models import ModelSpec, is_known_model, model_spec
+from embedder.config.fields import checked
+from embedder.config.sinks import SinkConfig
+from embedder.jina.models import API_KEY_ENVS, DEFAULT_API_BASE, EMBEDDING_TYPES, ModelSpec, is_known_model, model_spec
+from embedder.secrets import mask_uri, secret_marker
 
 MODES = ("full", "incremental")
 SOURCE_FORMATS = ("parquet", "jsonl", "csv", "arrow")
-EMBEDDING_TYPES = ("base64", "float")
-SINK_KINDS = ("parquet", "milvus")
-MILVUS_INDEX_TYPES = ("AUTOINDEX", "HNSW", "IVF_FLAT", "FLAT")
-MILVUS_METRICS = ("COSINE", "IP", "L2")
-DEFAULT_API_BASE = "https://api.jina.ai/v1"
-API_KEY_FALLBACK_ENVS = ("JINA_API_KEY", "JINAAI_API_KEY")
-MIB = 1024 * 1024
-# Milvus refuses gRPC messages over 64 MiB; an insert's protobuf framing adds to the raw bytes, so keep headroom.
-MILVUS_MAX_BATCH_BYTES = 48 * MIB
+ID_TYPES = ("int64", "string")
+RESERVED_COLUMNS = ("id", "text", "_row")
+"""Names a shard's rows carry besides the passthrough columns: no passthrough column may take them."""
 FINGERPRINT_VERSION = 1
 """Bumped when the meaning of a fingerprint field changes, so old ledgers are refused rather than misread."""
 
 
-def _key(default: Any, **checks: Any) -> Any:
-    """A field with a default and checks for the parser: ``ge``, ``gt``, ``le``, ``choices``, ``upper``."""
-    return field(default=default, metadata=checks)
+def parse_template(template: str) -> tuple[str, ...]:
+    """The columns ``template`` (``"{title}\\n\\n{body}"``) names, in order of first use. ``ValueError`` says why
+    it is not a template of plain ``{column}`` fields."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"not a format string: {exc}") from None
+    names: list[str] = []
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not name or name.isdigit() or any(ch in name for ch in ".[]"):
+            raise ValueError(f"'{{{name}}}' is not a column name; use plain {{column}} fields")
+        if spec or conversion:
+            raise ValueError(f"'{{{name}}}' has a conversion or format spec; use plain {{column}} fields")
+        names.append(name)
+    if not names:
+        raise ValueError("names no column; write columns as {column}")
+    return tuple(dict.fromkeys(names))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,7 +59,7 @@ class SourceConfig:
 
     path: str
     """File, directory, glob, or filesystem URI (``s3://bucket/prefix``, ``gs://...``). Required."""
-    format: str | None = _key(None, choices=SOURCE_FORMATS)
+    format: str | None = checked(None, choices=SOURCE_FORMATS)
     """parquet | jsonl | csv | arrow; ``None``: inferred from the file extensions."""
     id_column: str = "id"
     """Column holding each row's unique id (the output's primary key)."""
@@ -58,18 +69,17 @@ class SourceConfig:
     """``str.format`` template over columns (``"{title}\\n\\n{body}"``), instead of ``text_column``."""
     passthrough: tuple[str, ...] = ()
     """Input columns copied unchanged next to each vector."""
-    shard_rows: int = _key(5000, ge=1)
+    shard_rows: int = checked(5000, ge=1)
     """Target rows per shard (the unit of work, of output files and of checkpoints)."""
     s3_endpoint: str = ""
     """Endpoint of an S3-compatible store for every ``s3://`` path of the job; ``""``: AWS."""
+    id_type: str | None = checked(None, choices=ID_TYPES)
+    """``int64`` or ``string``: convert ids to that type (CSV ids are text); ``None``: as stored."""
 
     @property
     def template_fields(self) -> tuple[str, ...]:
         """Column names used by ``text_template``, in order of first use (``()`` without a template)."""
-        if self.text_template is None:
-            return ()
-        names = (name for _, name, _, _ in string.Formatter().parse(self.text_template) if name)
-        return tuple(dict.fromkeys(names))
+        return () if self.text_template is None else parse_template(self.text_template)
 
     @property
     def text_columns(self) -> tuple[str, ...]:
@@ -100,19 +110,19 @@ class EmbeddingConfig:
     """Ask for L2-normalised vectors."""
     truncate: bool = False
     """Let the API cut inputs over the model's token limit (``false``: such rows are dead-lettered)."""
-    embedding_type: str = _key("base64", choices=EMBEDDING_TYPES)
+    embedding_type: str = checked("base64", choices=EMBEDDING_TYPES)
     """Wire format (``base64`` is ~4x smaller); the stored vector is float32 either way."""
     api_base: str = DEFAULT_API_BASE
     """Base URL of the API; the environment variable ``JINA_API_BASE`` overrides it."""
     api_key_env: str = "JINA_API_KEY"
     """NAME of the environment variable holding the key (never the key itself)."""
-    batch_size: int = _key(0, ge=0)
+    batch_size: int = checked(0, ge=0)
     """Inputs per request; 0: the model's ``max_inputs``."""
-    max_tokens_per_request: int = _key(0, ge=0)
+    max_tokens_per_request: int = checked(0, ge=0)
     """Estimated-token budget of one request; 0: automatic."""
-    timeout_s: float = _key(120.0, gt=0)
+    timeout_s: float = checked(120.0, gt=0)
     """Seconds before one request is abandoned and retried (large requests can be slow)."""
-    max_retries: int = _key(10, ge=0)
+    max_retries: int = checked(10, ge=0)
     """Retries of one request after transient failures (429, 5xx, timeouts) before it fails."""
 
     @property
@@ -138,7 +148,7 @@ class EmbeddingConfig:
     @property
     def api_key_envs(self) -> tuple[str, ...]:
         """Environment variables searched for the key, in order."""
-        return tuple(dict.fromkeys((self.api_key_env, *API_KEY_FALLBACK_ENVS)))
+        return tuple(dict.fromkeys((self.api_key_env, *API_KEY_ENVS)))
 
     def api_key_source(self, environ: Mapping[str, str] = os.environ) -> str | None:
         """Name of the first variable of :attr:`api_key_envs` that is set and non-empty."""
@@ -154,13 +164,13 @@ class EmbeddingConfig:
 class LimitsConfig:
     """``[limits]``: the key's quota, enforced for the whole cluster, and the price used for estimates."""
 
-    rpm: int = _key(500, ge=1)
+    rpm: int = checked(500, ge=1)
     """Requests per minute."""
-    tpm: int = _key(1_000_000, ge=1)
+    tpm: int = checked(1_000_000, ge=1)
     """Tokens per minute."""
-    max_concurrency: int = _key(5, ge=1)
+    max_concurrency: int = checked(5, ge=1)
     """Requests in flight at once across all workers."""
-    price_per_million_tokens: float = _key(0.05, ge=0)
+    price_per_million_tokens: float = checked(0.05, ge=0)
     """USD per million tokens, for cost estimates and reports only."""
 
 
@@ -168,81 +178,17 @@ class LimitsConfig:
 class WorkersConfig:
     """``[workers]``: the embedding actors."""
 
-    count: int = _key(4, ge=1)
+    count: int = checked(4, ge=1)
     """Number of EmbedWorker actors."""
-    cpus_per_worker: float = _key(0.25, ge=0)
+    cpus_per_worker: float = checked(0.25, ge=0)
     """Ray CPUs reserved per worker (they mostly wait on the network, so a fraction)."""
-    max_shards_in_flight: int = _key(0, ge=0)
+    max_shards_in_flight: int = checked(0, ge=0)
     """Shards dispatched but not yet written; bounds memory. 0: ``2 × count``."""
 
     @property
     def effective_max_shards_in_flight(self) -> int:
         """Shards in flight after applying the ``0 = 2 × count`` rule."""
         return self.max_shards_in_flight or 2 * self.count
-
-
-@dataclass(frozen=True, kw_only=True)
-class ParquetSinkConfig:
-    """``[sink] kind = "parquet"``: one Parquet part file per shard."""
-
-    kind: Literal["parquet"] = "parquet"
-    """Sink type."""
-    path: str
-    """Output directory or URI (``s3://bucket/prefix``). Required."""
-
-    @property
-    def target(self) -> dict[str, str]:
-        """Where the vectors go, as hashed into the fingerprint."""
-        return {"kind": self.kind, "path": _normalise_location(self.path)}
-
-
-@dataclass(frozen=True, kw_only=True)
-class MilvusSinkConfig:
-    """``[sink] kind = "milvus"``: upserts into a Milvus collection (Milvus Lite for a local path)."""
-
-    kind: Literal["milvus"] = "milvus"
-    """Sink type."""
-    uri: str = "milvus.db"
-    """Local ``*.db`` path (Milvus Lite) or server URL (``http://host:19530``)."""
-    collection: str = "embeddings"
-    """Collection name; created when missing."""
-    db_name: str = ""
-    """Database on a server; ``""``: the server's default database."""
-    index_type: str = _key("AUTOINDEX", choices=MILVUS_INDEX_TYPES, upper=True)
-    """Vector index created with the collection."""
-    index_params: dict[str, Any] = field(default_factory=dict, hash=False)
-    """Extra index build parameters (``{M = 16, efConstruction = 200}`` for HNSW)."""
-    metric: str = _key("COSINE", choices=MILVUS_METRICS, upper=True)
-    """Similarity metric of the index."""
-    id_field: str = "id"
-    """Primary-key field name."""
-    vector_field: str = "vector"
-    """FLOAT_VECTOR field name."""
-    enable_dynamic_field: bool = False
-    """Create the collection with Milvus' dynamic field enabled."""
-    batch_bytes: int = _key(16 * MIB, ge=1, le=MILVUS_MAX_BATCH_BYTES)
-    """Upper bound of one upsert's payload."""
-    token_env: str = "MILVUS_TOKEN"
-    """NAME of the environment variable holding the server token (``user:password`` or API key)."""
-
-    @property
-    def is_lite(self) -> bool:
-        """True for a local Milvus Lite database file (only one process may open it)."""
-        return "://" not in self.uri
-
-    @property
-    def target(self) -> dict[str, str]:
-        """Where the vectors go, as hashed into the fingerprint."""
-        location = _normalise_location(self.uri)
-        return {"kind": self.kind, "uri": location, "db_name": self.db_name or "default",
-                "collection": self.collection}
-
-    def token(self, environ: Mapping[str, str] = os.environ) -> str | None:
-        """The server token from the environment, or ``None`` (Milvus Lite needs none)."""
-        return environ.get(self.token_env) or None
-
-
-SinkConfig = ParquetSinkConfig | MilvusSinkConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -257,7 +203,7 @@ class CheckpointConfig:
 class ProgressConfig:
     """``[progress]``: live progress output."""
 
-    interval_s: float = _key(5.0, gt=0)
+    interval_s: float = checked(5.0, gt=0)
     """Seconds between progress log lines when stderr is not a terminal."""
 
 
@@ -265,7 +211,7 @@ class ProgressConfig:
 class JobConfig:
     """A whole validated job. Build it with :func:`embedder.config.loading.load_job` or ``parse_job``."""
 
-    mode: str = _key("full", choices=MODES)
+    mode: str = checked("full", choices=MODES)
     """``full``: the whole source; ``incremental``: extend an earlier run's output with new shards."""
     source: SourceConfig
     """``[source]``: the input rows."""
@@ -292,7 +238,7 @@ class JobConfig:
         ``shard_rows`` is included: it decides the shard ids, so changing it would duplicate output.
         """
         emb, src = self.embedding, self.source
-        return {
+        fields: dict[str, Any] = {
             "fingerprint_version": FINGERPRINT_VERSION,
             "model": emb.model,
             "task": emb.task,
@@ -309,6 +255,16 @@ class JobConfig:
             "shard_rows": src.shard_rows,
             "sinks": sorted((sink.target for sink in self.sinks), key=lambda t: json.dumps(t, sort_keys=True)),
         }
+        # keys added after the first release count only when set, so a job that does not use them keeps its
+        # fingerprint (and its ledger) across upgrades
+        if src.id_type is not None:
+            fields["id_type"] = src.id_type
+        return fields
+
+    @property
+    def storage_options(self) -> dict[str, Any] | None:
+        """Filesystem options for every ``s3://`` location of the job (source, sinks, checkpoint)."""
+        return {"endpoint_override": self.source.s3_endpoint} if self.source.s3_endpoint else None
 
     def fingerprint(self) -> str:
         """sha256 hex of :meth:`fingerprint_fields` as canonical JSON."""
@@ -326,7 +282,7 @@ class JobConfig:
         embedding = asdict(emb)
         embedding.update(task=emb.task, dimensions=emb.effective_dimensions,
                          batch_size=emb.effective_batch_size, api_base=mask_uri(emb.api_base),
-                         api_key=_secret_marker(emb.api_key_source(env), emb.api_key_envs))
+                         api_key=secret_marker(emb.api_key_source(env), emb.api_key_envs))
         workers = asdict(self.workers)
         workers["max_shards_in_flight"] = self.workers.effective_max_shards_in_flight
         source = asdict(self.source)
@@ -340,7 +296,7 @@ class JobConfig:
             "embedding": embedding,
             "limits": asdict(self.limits),
             "workers": workers,
-            "sinks": [_display_sink(sink, env) for sink in self.sinks],
+            "sinks": [sink.display(env) for sink in self.sinks],
             "checkpoint": {"path": mask_uri(self.checkpoint.path)},
             "progress": asdict(self.progress),
         }
@@ -349,59 +305,6 @@ class JobConfig:
 # The job file's tables, by name (``[[sinks]]`` entries pick their class by ``kind``).
 SECTIONS: dict[str, type] = {"source": SourceConfig, "embedding": EmbeddingConfig, "limits": LimitsConfig,
                              "workers": WorkersConfig, "checkpoint": CheckpointConfig, "progress": ProgressConfig}
-SINK_CLASSES: dict[str, type[ParquetSinkConfig] | type[MilvusSinkConfig]] = {
-    "parquet": ParquetSinkConfig, "milvus": MilvusSinkConfig}
 TOP_LEVEL_KEYS = ("mode", *SECTIONS, "sink", "sinks")
 
 
-def _display_sink(sink: SinkConfig, environ: Mapping[str, str]) -> dict[str, Any]:
-    shown = asdict(sink)
-    if isinstance(sink, ParquetSinkConfig):
-        shown["path"] = mask_uri(sink.path)
-        return shown
-    shown["uri"] = mask_uri(sink.uri)
-    if sink.is_lite:
-        shown["token"] = "<not used by Milvus Lite>"
-    else:
-        source = sink.token_env if sink.token(environ) is not None else None
-        shown["token"] = _secret_marker(source, (sink.token_env,))
-    return shown
-
-
-def _secret_marker(source: str | None, looked_in: tuple[str, ...]) -> str:
-    if source is not None:
-        return f"<from ${source}: set>"
-    return "<unset: " + ", ".join(f"${name}" for name in looked_in) + ">"
-
-
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@")
-
-
-def mask_uri(uri: str) -> str:
-    """``uri`` with any ``user:password@`` part replaced by ``***@``."""
-    return _USERINFO.sub(r"\1***@", uri)
-
-
-def _normalise_location(location: str) -> str:
-    """One spelling per place: ``out/x/`` and ``./out/x`` are the same directory, ``s3://b/p/`` is ``s3://b/p``."""
-    if "://" in location:
-        return location.rstrip("/") if not location.endswith("://") else location
-    return posixpath.normpath(location)
-
-
-def default_checkpoint_path(sinks: Sequence[SinkConfig]) -> str:
-    """``<first parquet sink>/_checkpoint``; else next to the Milvus Lite file, or under ``embedder-state``."""
-    for sink in sinks:
-        if isinstance(sink, ParquetSinkConfig):
-            return _join(sink.path, "_checkpoint")
-    milvus = next(sink for sink in sinks if isinstance(sink, MilvusSinkConfig))
-    base = (os.path.dirname(milvus.uri) or ".") if milvus.is_lite else "embedder-state"
-    return _join(_join(base, milvus.collection), "_checkpoint")
-
-
-def _join(base: str, name: str) -> str:
-    """Join with ``/`` for local paths and URIs alike (``s3://b/p/`` + ``x`` → ``s3://b/p/x``)."""
-    stripped = base.rstrip("/")
-    if not stripped or stripped.endswith(":"):  # "/" or "s3://bucket" edge: keep the slashes we stripped
-        return base + ("" if base.endswith("/") else "/") + name
-    return f"{stripped}/{name}"

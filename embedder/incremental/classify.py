@@ -33,8 +33,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from embedder import storage
+from embedder.config import SourceConfig
 from embedder.errors import InputError
-from embedder.source.reader import ReadSpec, read_shard
+from embedder.source.reader import read_shard
 from embedder.source.shards import Shard
 
 ROWS_PER_BUCKET = 2_000_000
@@ -115,9 +116,9 @@ NEW_SCHEMA = pa.schema([("content_hash", pa.string()), ("shard_id", pa.string())
                         ("chars", pa.int64())])
 
 
-def classify(*, old_parts: Sequence[str], old_fs: pafs.FileSystem, shards: Sequence[Shard], spec: ReadSpec,
+def classify(*, old_parts: Sequence[str], old_fs: pafs.FileSystem, shards: Sequence[Shard], source: SourceConfig,
              content_key: str, ledger_fs: pafs.FileSystem, workdir: str,
-             filesystem_options: dict | None = None) -> Classification:
+             storage_options: dict | None = None) -> Classification:
     """Compare ``shards`` (the input still to process) with the dataset in ``old_parts``; save the assignments."""
     storage.delete_dir_contents(ledger_fs, workdir)
     storage.ensure_dir(ledger_fs, workdir)
@@ -133,7 +134,7 @@ def classify(*, old_parts: Sequence[str], old_fs: pafs.FileSystem, shards: Seque
                 .append_column("part_row", pa.array(np.arange(table.num_rows, dtype=np.int64))))
     new = _Spill(ledger_fs, workdir, "new", buckets)
     for shard in shards:
-        rows = read_shard(shard, spec, filesystem_options=filesystem_options)
+        rows = read_shard(shard, source, storage_options=storage_options)
         texts = rows["text"].to_pylist()
         if id_type is not None and rows.schema.field("id").type != id_type:
             raise InputError(f"{shard.file.uri}: ids are {rows.schema.field('id').type} but the dataset's are "

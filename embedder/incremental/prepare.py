@@ -9,13 +9,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from embedder import storage
-from embedder.config.loading import JobConfig, ParquetSinkConfig
+from embedder.config import JobConfig, ParquetSinkConfig
 from embedder.errors import ConfigError
 from embedder.incremental.classify import Classification, classify, load_classification
 from embedder.ledger.checkpoint import Ledger
 from embedder.run.progress import ProgressState
 from embedder.sinks.parquet import read_manifest
-from embedder.source.planning import JobPlan, filesystem_options, plan_digest, read_spec
+from embedder.source.planning import JobPlan, plan_digest
 
 WORKDIR = "_incremental"
 
@@ -49,8 +49,8 @@ def prepare(config: JobConfig, plan: JobPlan, ledger: Ledger, content_key: str, 
     """Classify the rows of the shards the previous version does not hold (once per plan: a resumed run reuses
     the saved answer). ``None`` when there is no previous version (the run embeds everything) or nothing new."""
     output = previous_output(config)
-    fs_options = filesystem_options(config)
-    manifest = read_manifest(output, filesystem_options=fs_options)
+    storage_options = config.storage_options
+    manifest = read_manifest(output, storage_options=storage_options)
     if manifest is None:
         print(f"embedder: incremental: {output} holds no completed version yet; embedding everything", file=out)
         return None
@@ -61,15 +61,15 @@ def prepare(config: JobConfig, plan: JobPlan, ledger: Ledger, content_key: str, 
         print(f"embedder: incremental: the input matches version {manifest.get('dataset_version')} of {output}",
               file=out)
         return None
-    output_fs, root = storage.resolve(output, fs_options)
+    output_fs, root = storage.resolve(output, storage_options)
     old_parts = [storage.join(root, part["path"]) for part in manifest["parts"] if part["shard_id"] not in planned]
     key = f"v{manifest.get('dataset_version', 0)}-{plan_digest(s.shard_id for s in fresh)[:16]}"
     workdir_fs, workdir = ledger.filesystem, storage.join(ledger.root, WORKDIR, key)
     classification = load_classification(workdir_fs, workdir)
     if classification is None:
-        classification = classify(old_parts=old_parts, old_fs=output_fs, shards=fresh, spec=read_spec(config),
+        classification = classify(old_parts=old_parts, old_fs=output_fs, shards=fresh, source=config.source,
                                   content_key=content_key, ledger_fs=workdir_fs, workdir=workdir,
-                                  filesystem_options=fs_options)
+                                  storage_options=storage_options)
     deleted = None
     if classification.deleted_ids_file:
         deleted = pq.read_table(classification.deleted_ids_file, filesystem=workdir_fs)["id"].combine_chunks()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,9 +23,6 @@ class TokenEstimator:
         self.overhead = overhead
         self.smoothing = smoothing
         self.observations = 0
-
-    def estimate(self, text: str) -> int:
-        return math.ceil(len(text) / self.chars_per_token) + self.overhead
 
     def estimate_lengths(self, char_lengths: np.ndarray) -> np.ndarray:
         return np.ceil(np.asarray(char_lengths, dtype=np.float64) / self.chars_per_token).astype(np.int64) + \

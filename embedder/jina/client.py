@@ -34,13 +34,10 @@ from embedder.errors import (
     TransientError,
     ValidationError,
 )
-from embedder.jina.models import ModelSpec, model_spec
+from embedder.jina.models import API_KEY_ENVS, DEFAULT_API_BASE, ModelSpec, model_spec
 
 log = logging.getLogger(__name__)
 
-DEFAULT_API_BASE = "https://api.jina.ai/v1"
-KEY_ENV_VARS = ("JINA_API_KEY", "JINAAI_API_KEY")
-EMBEDDING_TYPES = ("base64", "float")
 
 
 @dataclass(frozen=True)
@@ -121,7 +118,7 @@ def resolve_api_key(api_key: str | None = None, environ: Mapping[str, str] | Non
     env = os.environ if environ is None else environ
     if api_key:
         return api_key
-    for name in KEY_ENV_VARS:
+    for name in API_KEY_ENVS:
         if env.get(name):
             return env[name]
     return None

@@ -9,6 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+DEFAULT_API_BASE = "https://api.jina.ai/v1"
+"""Where the embeddings API lives; ``$JINA_API_BASE`` or ``embedding.api_base`` point elsewhere."""
+API_KEY_ENVS = ("JINA_API_KEY", "JINAAI_API_KEY")
+"""Environment variables a key is read from when none is named, in order."""
+EMBEDDING_TYPES = ("base64", "float")
+"""Wire formats of the vectors this client decodes (``base64`` is ~4x smaller and far cheaper to decode)."""
 V3_TASKS = ("retrieval.query", "retrieval.passage", "text-matching", "classification", "separation")
 V4_TASKS = ("text-matching", "retrieval.query", "retrieval.passage", "code.query", "code.passage")
 V5_TASKS = ("retrieval.query", "retrieval.passage", "text-matching", "clustering", "classification")

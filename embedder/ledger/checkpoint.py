@@ -92,16 +92,16 @@ class Ledger:
     # ------------------------------------------------------------------ opening
     @classmethod
     def open(cls, location: str, fingerprint: str, fields: dict, *, restart: bool = False,
-             filesystem: pafs.FileSystem | None = None, filesystem_options: dict | None = None) -> Ledger:
+             filesystem: pafs.FileSystem | None = None, storage_options: dict | None = None) -> Ledger:
         """Open (or create) the ledger of the job with ``fingerprint``.
 
         Same fingerprint: reuse the finished shards. Another fingerprint: ``LedgerError`` listing the fields that
         differ, unless ``restart``, which deletes markers, dead letters, plan, heartbeat and report first.
-        ``location`` is a local path or a URI; ``filesystem`` or ``filesystem_options`` work as in
+        ``location`` is a local path or a URI; ``filesystem`` or ``storage_options`` work as in
         :func:`embedder.storage.files.resolve` (S3 also honours ``$AWS_ENDPOINT_URL``).
         """
         check_no_secrets(fields, FINGERPRINT_FILE)
-        ledger = cls._at(location, filesystem, filesystem_options)
+        ledger = cls._at(location, filesystem, storage_options)
         try:
             existing = ledger.read_fingerprint()
         except LedgerError:
@@ -129,9 +129,9 @@ class Ledger:
 
     @classmethod
     def load(cls, location: str, *, filesystem: pafs.FileSystem | None = None,
-             filesystem_options: dict | None = None) -> Ledger:
+             storage_options: dict | None = None) -> Ledger:
         """Open an existing ledger read-only; ``LedgerError`` when there is none at ``location``."""
-        ledger = cls._at(location, filesystem, filesystem_options)
+        ledger = cls._at(location, filesystem, storage_options)
         if ledger.read_fingerprint() is None:
             raise LedgerError(f"no checkpoint ledger at {ledger.location} ({FINGERPRINT_FILE} not found)")
         return ledger

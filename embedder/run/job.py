@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 import pyarrow as pa
 
-from embedder.config.loading import JobConfig
+from embedder.config import JobConfig
 from embedder.errors import ConfigError, FatalError
 from embedder.incremental.prepare import IncrementalRun
 from embedder.incremental.prepare import prepare as prepare_incremental
@@ -27,13 +27,11 @@ from embedder.secrets import Secret
 from embedder.sinks.base import Sink, SinkStartInfo
 from embedder.sinks.factory import build_sinks
 from embedder.sinks.fanout import commit_sinks
+from embedder.source.duplicates import check_duplicate_ids
 from embedder.source.planning import (
     JobPlan,
     build_plan,
-    check_duplicate_ids,
-    filesystem_options,
     plan_digest,
-    read_spec,
 )
 
 log = logging.getLogger(__name__)
@@ -63,10 +61,10 @@ def embed_options(config: JobConfig) -> EmbedOptions:
 def worker_settings(config: JobConfig, incremental: IncrementalRun | None = None) -> WorkerSettings:
     emb = config.embedding
     per_worker = max(1, -(-config.limits.max_concurrency // config.workers.count))
-    return WorkerSettings(options=embed_options(config), read_spec=read_spec(config), api_base=emb.api_base,
+    return WorkerSettings(options=embed_options(config), source=config.source, api_base=emb.api_base,
                           timeout_s=emb.timeout_s, max_attempts=emb.max_retries + 1,
                           max_inputs=emb.batch_size or None, max_tokens_per_request=emb.max_tokens_per_request or None,
-                          request_concurrency=per_worker + 1, filesystem_options=filesystem_options(config),
+                          request_concurrency=per_worker + 1, storage_options=config.storage_options,
                           content_key=content_key(config),
                           incremental_dir=incremental.workdir if incremental else None,
                           previous_output=incremental.previous_output if incremental else None)
@@ -95,7 +93,7 @@ def ledger_location(config: JobConfig) -> str:
 def ledger_filesystem_options(config: JobConfig) -> dict | None:
     """``source.s3_endpoint`` for a ledger on S3, as the reader and the Parquet sink get it (without it a ledger on
     an S3-compatible store set only in the job file would be looked for on AWS)."""
-    return filesystem_options(config) if ledger_location(config).startswith("s3://") else None
+    return config.storage_options if ledger_location(config).startswith("s3://") else None
 
 
 def _init_ray() -> None:
@@ -117,13 +115,13 @@ def run_job(config: JobConfig, options: RunOptions = RunOptions(), *, out: TextI
     print(json.dumps(config.to_display_dict(), indent=2, default=str), file=out)
     plan = build_plan(config)
     ledger = Ledger.open(ledger_location(config), config.fingerprint(), config.fingerprint_fields(),
-                         restart=options.restart, filesystem_options=ledger_filesystem_options(config))
+                         restart=options.restart, storage_options=ledger_filesystem_options(config))
     shard_ids = [shard.shard_id for shard in plan.shards]
     digest = plan_digest(shard_ids)
     previous = ledger.read_plan(include_shard_ids=False) or {}
     if previous.get("plan_digest") != digest or not previous.get("ids_checked"):
         # once per unchanged input: a resumed job does not read every id again
-        check_duplicate_ids(plan.shards, read_spec(config), filesystem_options(config))
+        check_duplicate_ids(plan.shards, config.source, config.storage_options)
         # Arrow's allocator keeps what the check freed (~90 MB at 1M ids) for reuse: give it back, so the
         # driver's memory does not depend on the corpus size (benchmarks/memory_scale.py)
         pa.default_memory_pool().release_unused()

@@ -166,8 +166,6 @@ class RateWindow:
 class RateLimiter:
     """Async permits over a :class:`RateWindow`; implements the client's ``RequestGate`` protocol."""
 
-    handles_rate_limits = True
-
     def __init__(self, limits: Limits, **window_options) -> None:
         self.window = RateWindow(limits, **window_options)
         self._changed = asyncio.Event()

@@ -15,11 +15,12 @@ import numpy as np
 import pyarrow as pa
 
 from embedder import storage
+from embedder.config import SourceConfig
 from embedder.incremental.classify import content_hashes, copy_vectors, shard_assignment
 from embedder.jina.client import EmbedOptions, JinaClient, RetryPolicy
 from embedder.jina.embedding import Embedder, EmbedResult
 from embedder.secrets import Secret
-from embedder.source.reader import ReadSpec, read_shard
+from embedder.source.reader import read_shard
 from embedder.source.shards import Shard
 
 FAILED_SCHEMA = pa.schema([("id", pa.string()), ("_row", pa.int64()), ("file", pa.string()),
@@ -31,14 +32,14 @@ class WorkerSettings:
     """Everything a worker needs, all plain and picklable (the key travels separately as a :class:`Secret`)."""
 
     options: EmbedOptions
-    read_spec: ReadSpec
+    source: SourceConfig
     api_base: str
     timeout_s: float = 120.0
     max_attempts: int = 10
     max_inputs: int | None = None
     max_tokens_per_request: int | None = None
     request_concurrency: int = 4
-    filesystem_options: dict[str, Any] | None = field(default=None, hash=False)
+    storage_options: dict[str, Any] | None = field(default=None, hash=False)
     content_key: str = ""
     incremental_dir: str | None = None
     """An incremental run's classification (a location in the ledger): which rows to copy instead of embed."""
@@ -49,8 +50,6 @@ class WorkerSettings:
 
 class RemoteGate:
     """The client's request gate, backed by the job's rate-limiter actor."""
-
-    handles_rate_limits = True
 
     def __init__(self, limiter: Any, owner: str | None = None) -> None:
         self.limiter = limiter
@@ -146,8 +145,8 @@ class EmbedWorker:
     async def embed_shard(self, shard: Shard) -> tuple[pa.Table, dict[str, Any]]:
         """The shard's output table and its counters (with the dead-letter rows under ``failed_rows``)."""
         started = time.perf_counter()
-        rows = await asyncio.to_thread(read_shard, shard, self.settings.read_spec,
-                                       filesystem_options=self.settings.filesystem_options)
+        rows = await asyncio.to_thread(read_shard, shard, self.settings.source,
+                                       storage_options=self.settings.storage_options)
         read_s = time.perf_counter() - started
         texts = rows.column("text").to_pylist()
         copies = await asyncio.to_thread(self._copies, shard)
@@ -155,7 +154,7 @@ class EmbedWorker:
             result, copied = await self._get_embedder().embed(texts), None
         else:
             result, copied = await self._embed_around(texts, *copies)
-        table = output_table(rows, result.vectors, result.ok, self.settings.read_spec.passthrough,
+        table = output_table(rows, result.vectors, result.ok, self.settings.source.passthrough,
                              content_hashes(texts, self.settings.content_key), copied)
         stats = {
             "shard_id": shard.shard_id, "rows": rows.num_rows, "embedded": table.num_rows,
@@ -172,11 +171,11 @@ class EmbedWorker:
         settings = self.settings
         if settings.incremental_dir is None or settings.previous_output is None:
             return None
-        ledger_fs, workdir = storage.resolve(settings.incremental_dir, settings.filesystem_options)
+        ledger_fs, workdir = storage.resolve(settings.incremental_dir, settings.storage_options)
         assignment = shard_assignment(ledger_fs, workdir, shard.shard_id)
         if assignment.num_rows == 0:
             return None
-        output_fs, _ = storage.resolve(settings.previous_output, settings.filesystem_options)
+        output_fs, _ = storage.resolve(settings.previous_output, settings.storage_options)
         dimensions = settings.options.spec.dimensions_or_default(settings.options.dimensions)
         return copy_vectors(output_fs, assignment, shard.row_start, dimensions)
 

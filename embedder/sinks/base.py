@@ -86,10 +86,6 @@ class Sink(abc.ABC):
         """Remove rows by id (an incremental run's deleted rows); the number asked to delete."""
         return 0
 
-    def has_shard(self, shard_id: str) -> bool:
-        """Whether the destination holds ``shard_id`` (``False`` when the sink cannot tell)."""
-        return False
-
 
 def check_vector_column(table: pa.Table, dimensions: int) -> None:
     """``SinkError`` unless ``table`` has a ``vector`` column of ``fixed_size_list<float32>[dimensions]``

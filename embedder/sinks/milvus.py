@@ -27,8 +27,10 @@ from typing import Any, TypeVar
 import grpc
 import pyarrow as pa
 
-from embedder.config.schema import MIB, MilvusSinkConfig, mask_uri
+from embedder.config import MilvusSinkConfig
+from embedder.config.sinks import is_lite_uri
 from embedder.errors import SinkError
+from embedder.secrets import mask_uri
 from embedder.sinks import milvus_schema as ms
 from embedder.sinks.base import CommitReceipt, Sink, SinkStartInfo, WriteReceipt, check_vector_column
 
@@ -52,10 +54,6 @@ _sleep = time.sleep  # replaced in tests
 
 
 # --- connecting --------------------------------------------------------------------------------------------
-
-
-def is_lite(uri: str) -> bool:
-    return "://" not in uri
 
 
 def lite_in_use(path: str) -> bool:
@@ -93,7 +91,7 @@ def connect(uri: str, *, db_name: str = "", token_env: str = "MILVUS_TOKEN", loc
     from pymilvus import MilvusClient
 
     token = ""
-    if is_lite(uri):
+    if is_lite_uri(uri):
         uri = os.path.abspath(uri)
         os.makedirs(os.path.dirname(uri), exist_ok=True)
         deadline = time.monotonic() + lock_wait_s
@@ -106,7 +104,7 @@ def connect(uri: str, *, db_name: str = "", token_env: str = "MILVUS_TOKEN", loc
     try:
         return MilvusClient(uri=uri, token=token, db_name=db_name, timeout=CONNECT_TIMEOUT_S)
     except Exception as exc:  # every failure to connect becomes one clear SinkError
-        if is_lite(uri) and lite_in_use(uri):
+        if is_lite_uri(uri) and lite_in_use(uri):
             raise lite_locked_error(uri) from None
         database = f" (database {db_name})" if db_name else ""
         raise SinkError(f"cannot connect to Milvus at {mask_uri(uri)}{database}: {describe_error(exc)}") from None
@@ -116,7 +114,7 @@ def disconnect(client: Any, uri: str) -> None:
     """Close ``client``; for Milvus Lite also stop its in-process server, which releases the database's LOCK."""
     with contextlib.suppress(Exception):
         client.close()
-    if is_lite(uri):
+    if is_lite_uri(uri):
         from milvus_lite.server_manager import server_manager_instance
 
         server_manager_instance.release_server(os.path.abspath(uri))
@@ -148,23 +146,11 @@ class MilvusSink(Sink):
 
     name = "milvus"
 
-    def __init__(self, uri: str = "milvus.db", *, collection: str = "embeddings", db_name: str = "",
-                 index_type: str = "AUTOINDEX", index_params: dict[str, Any] | None = None, metric: str = "COSINE",
-                 id_field: str = "id", vector_field: str = "vector", enable_dynamic_field: bool = False,
-                 batch_bytes: int = 16 * MIB, token_env: str = "MILVUS_TOKEN", lock_wait_s: float = LOCK_WAIT_S,
-                 fast_path: bool = True) -> None:
+    def __init__(self, config: MilvusSinkConfig, *, lock_wait_s: float = LOCK_WAIT_S, fast_path: bool = True) -> None:
+        self.config = config
         # a relative Lite path means the driver's working directory, whatever the actor's is
-        self.uri = os.path.abspath(uri) if is_lite(uri) else uri
-        self.collection = collection
-        self.db_name = db_name
-        self.index_type = index_type.upper()
-        self.index_params = dict(index_params or {})
-        self.metric = metric.upper()
-        self.id_field = id_field
-        self.vector_field = vector_field
-        self.enable_dynamic_field = enable_dynamic_field
-        self.batch_bytes = batch_bytes
-        self.token_env = token_env  # the NAME of the variable; its value is read only in connect()
+        self.uri = os.path.abspath(config.uri) if config.is_lite else config.uri
+        self.collection = config.collection
         self.lock_wait_s = lock_wait_s
         self.fast_path = fast_path
         self._client: Any = None
@@ -173,28 +159,21 @@ class MilvusSink(Sink):
         self._described: dict[str, Any] = {}
         self._written: dict[str, int] = {}  # shard id -> rows, for shards written by this object (or receipts)
 
-    @classmethod
-    def from_config(cls, config: MilvusSinkConfig) -> MilvusSink:
-        return cls(config.uri, collection=config.collection, db_name=config.db_name, index_type=config.index_type,
-                   index_params=config.index_params, metric=config.metric, id_field=config.id_field,
-                   vector_field=config.vector_field, enable_dynamic_field=config.enable_dynamic_field,
-                   batch_bytes=config.batch_bytes, token_env=config.token_env)
-
     @property
     def location(self) -> str:
-        return f"milvus://{self.collection}"
+        return self.config.location
 
     @property
     def where(self) -> str:
-        database = f", database '{self.db_name}'" if self.db_name else ""
+        database = f", database '{self.config.db_name}'" if self.config.db_name else ""
         return f"Milvus collection '{self.collection}' at {mask_uri(self.uri)}{database}"
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, info: SinkStartInfo) -> None:
         if info.dimensions <= 0:
             raise SinkError(f"dimensions must be positive, got {info.dimensions}")
-        fields = ms.expected_fields(info.passthrough_schema, info.id_type, info.dimensions, self.id_field,
-                                    self.vector_field)
+        fields = ms.expected_fields(info.passthrough_schema, info.id_type, info.dimensions, self.config.id_field,
+                                    self.config.vector_field)
         client = self._open()
         if not self._call("has_collection", lambda: client.has_collection(self.collection)):
             self._create(client, fields, info)
@@ -211,7 +190,7 @@ class MilvusSink(Sink):
         info = self._started()
         check_vector_column(table, info.dimensions)
         encoded = ms.encode_table(table, self._fields, shard_id)
-        for start, stop in ms.split_by_bytes(encoded.row_bytes, self.batch_bytes):
+        for start, stop in ms.split_by_bytes(encoded.row_bytes, self.config.batch_bytes):
             self._call(f"upsert of shard {shard_id} (rows {start}..{stop - 1})",
                        functools.partial(self._upsert, encoded, start, stop))
         self._written[shard_id] = table.num_rows
@@ -270,7 +249,7 @@ class MilvusSink(Sink):
     # ------------------------------------------------------------------ helpers
     def _open(self) -> Any:
         if self._client is None:  # lazily, inside the actor that writes
-            self._client = connect(self.uri, db_name=self.db_name, token_env=self.token_env,
+            self._client = connect(self.uri, db_name=self.config.db_name, token_env=self.config.token_env,
                                    lock_wait_s=self.lock_wait_s)
         return self._client
 
@@ -280,7 +259,7 @@ class MilvusSink(Sink):
         return self._info
 
     def _create(self, client: Any, fields: list[ms.FieldSpec], info: SinkStartInfo) -> None:
-        schema = ms.build_schema(client, fields, enable_dynamic_field=self.enable_dynamic_field)
+        schema = ms.build_schema(client, fields, enable_dynamic_field=self.config.enable_dynamic_field)
         properties = {"embedder.model": info.model, "embedder.task": info.task or "",
                       "embedder.dimensions": str(info.dimensions), "embedder.fingerprint": info.fingerprint}
         try:
@@ -290,12 +269,13 @@ class MilvusSink(Sink):
             if not client.has_collection(self.collection):
                 raise SinkError(f"cannot create {self.where}: {describe_error(exc)}") from None
         self._create_index(client)
-        log.info("created %s (%s, %s %s)", self.where, fields[1].describe(), self.index_type, self.metric)
+        log.info("created %s (%s, %s %s)", self.where, fields[1].describe(), self.config.index_type,
+                 self.config.metric)
 
     def _create_index(self, client: Any) -> None:
         index = client.prepare_index_params()
-        index.add_index(field_name=self.vector_field, index_type=self.index_type, metric_type=self.metric,
-                        params=dict(self.index_params))
+        index.add_index(field_name=self.config.vector_field, index_type=self.config.index_type,
+                        metric_type=self.config.metric, params=dict(self.config.index_params))
         # sync=False: waiting here asks for AllocTimestamp, which Milvus Lite lacks; commit waits instead
         self._call("create_index", lambda: client.create_index(self.collection, index, timeout=RPC_TIMEOUT_S,
                                                                sync=False))
@@ -311,10 +291,11 @@ class MilvusSink(Sink):
                                 "written; drop the collection or set another sink collection name")
 
     def _ensure_index(self, client: Any) -> None:
-        names = self._call("list_indexes", lambda: client.list_indexes(self.collection, field_name=self.vector_field))
+        vector_field = self.config.vector_field
+        names = self._call("list_indexes", lambda: client.list_indexes(self.collection, field_name=vector_field))
         if not names:  # a collection created elsewhere without an index
             self._create_index(client)
-            names = client.list_indexes(self.collection, field_name=self.vector_field)
+            names = client.list_indexes(self.collection, field_name=vector_field)
         deadline = time.monotonic() + INDEX_WAIT_S
         while True:  # a server builds the index in the background after the flush; Milvus Lite at once
             state = client.describe_index(self.collection, names[0])
@@ -332,7 +313,7 @@ class MilvusSink(Sink):
         if self.fast_path and hasattr(client, "_get_connection") and hasattr(client, "_generate_call_context"):
             from pymilvus.grpc_gen import milvus_pb2
 
-            request = milvus_pb2.UpsertRequest(collection_name=self.collection, db_name=self.db_name,
+            request = milvus_pb2.UpsertRequest(collection_name=self.collection, db_name=self.config.db_name,
                                                num_rows=stop - start)
             request.fields_data.extend(encoded.field_data(start, stop))
             # schema= spares pymilvus a describe_collection per request; it sends upsert_param as given

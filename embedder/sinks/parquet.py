@@ -38,6 +38,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from embedder import storage
+from embedder.config import ParquetSinkConfig
 from embedder.errors import SinkError
 from embedder.sinks.base import CommitReceipt, Sink, SinkStartInfo, WriteReceipt, check_vector_column
 
@@ -54,14 +55,15 @@ def part_name(shard_id: str) -> str:
 
 class ParquetSink(Sink):
     """Writes ``part-<shard_id>.parquet`` files under ``path`` (a local folder or a URI such as
-    ``s3://bucket/out``; ``filesystem_options`` build the S3/GCS filesystem, e.g. ``endpoint_override``)."""
+    ``s3://bucket/out``; ``storage_options`` build the S3/GCS filesystem, e.g. ``endpoint_override``)."""
 
     name = "parquet"
 
-    def __init__(self, path: str, *, filesystem_options: dict | None = None, compression: str = "zstd",
+    def __init__(self, config: ParquetSinkConfig, *, storage_options: dict | None = None, compression: str = "zstd",
                  compression_level: int | None = None, filesystem: pafs.FileSystem | None = None) -> None:
-        self.path = path
-        self.filesystem_options = dict(filesystem_options or {})
+        self.config = config
+        self.path = config.path
+        self.storage_options = dict(storage_options or {})
         self.compression = compression.lower()
         self.compression_level = compression_level
         if self.compression_level is None and self.compression == "zstd":
@@ -154,14 +156,10 @@ class ParquetSink(Sink):
         # parts already written are complete and named by shard: a resumed run keeps or replaces them
         self._written.clear()
 
-    def has_shard(self, shard_id: str) -> bool:
-        fs, root = self._open()
-        return storage.is_file(fs, storage.join(root, part_name(storage.check_name(shard_id))))
-
     # ------------------------------------------------------------------ helpers
     def _open(self) -> tuple[pafs.FileSystem, str]:
         if self._fs is None:  # lazily, inside the actor that writes
-            self._fs, self._root = storage.resolve(self.path, self.filesystem_options, filesystem=self._given_fs)
+            self._fs, self._root = storage.resolve(self.path, self.storage_options, filesystem=self._given_fs)
         return self._fs, self._root
 
     def _started(self) -> SinkStartInfo:
@@ -202,15 +200,15 @@ class ParquetSink(Sink):
         return f"ParquetSink({self.path!r}, compression={self.compression!r})"
 
 
-def read_manifest(path: str, *, filesystem_options: dict | None = None) -> dict | None:
+def read_manifest(path: str, *, storage_options: dict | None = None) -> dict | None:
     """The current version's manifest of a Parquet output, or ``None`` before the first completed run."""
-    fs, root = storage.resolve(path, filesystem_options)
+    fs, root = storage.resolve(path, storage_options)
     return storage.read_json(fs, storage.join(root, MANIFEST_FILE))
 
 
-def read_manifest_dataset(path: str, *, filesystem_options: dict | None = None) -> pads.Dataset:
+def read_manifest_dataset(path: str, *, storage_options: dict | None = None) -> pads.Dataset:
     """The current complete version of a Parquet output as a ``pyarrow.dataset`` (safe while a run writes)."""
-    fs, root = storage.resolve(path, filesystem_options)
+    fs, root = storage.resolve(path, storage_options)
     manifest = storage.read_json(fs, storage.join(root, MANIFEST_FILE))
     if manifest is None:
         raise SinkError(f"{storage.uri(fs, root)} has no {MANIFEST_FILE}: no run has completed there yet")

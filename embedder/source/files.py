@@ -117,7 +117,7 @@ def _list(fs: pafs.FileSystem, fs_path: str, original: str) -> list[pafs.FileInf
 
 
 def discover_files(path: str, format: str | None = None, *,
-                   filesystem_options: dict[str, Any] | None = None) -> list[SourceFile]:
+                   storage_options: dict[str, Any] | None = None) -> list[SourceFile]:
     """Every input file under ``path``, sorted by URI.
 
     Without ``format`` each file's format comes from its extension, and a file with an unknown extension is
@@ -126,7 +126,7 @@ def discover_files(path: str, format: str | None = None, *,
     """
     if format is not None and format not in FORMATS:
         raise ConfigError(f"source.format: unknown format {format!r}; expected one of {', '.join(FORMATS)}")
-    fs, fs_path = storage.resolve(path, filesystem_options)
+    fs, fs_path = storage.resolve(path, storage_options)
     files = []
     for info in _list(fs, fs_path, path):
         uri = storage.uri(fs, info.path)

@@ -11,12 +11,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from embedder.config.loading import JobConfig
+from embedder.config import JobConfig
 from embedder.errors import InputError
 from embedder.jina.embedding import DEFAULT_MAX_TOKENS_PER_REQUEST
 from embedder.jina.models import model_spec
 from embedder.source.files import SourceFile, discover_files
-from embedder.source.reader import ReadSpec, read_ids, read_shard
+from embedder.source.reader import read_shard
 from embedder.source.shards import Shard, plan_shards
 
 PLAN_CHARS_PER_TOKEN = 4.0
@@ -52,26 +52,15 @@ def plan_digest(shard_ids: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(shard_ids).encode()).hexdigest()
 
 
-def read_spec(config: JobConfig) -> ReadSpec:
-    source = config.source
-    return ReadSpec(id_column=source.id_column, text_column=source.text_column,
-                    text_template=source.text_template, passthrough=tuple(source.passthrough))
-
-
-def filesystem_options(config: JobConfig) -> dict | None:
-    endpoint = getattr(config.source, "s3_endpoint", "") or None
-    return {"endpoint_override": endpoint} if endpoint else None
-
-
 def build_plan(config: JobConfig) -> JobPlan:
     """Discover files and plan shards from metadata; read one shard for the schema and the token estimate."""
-    fs_options = filesystem_options(config)
-    files = discover_files(config.source.path, config.source.format, filesystem_options=fs_options)
-    shards = plan_shards(files, config.source.shard_rows, filesystem_options=fs_options)
+    storage_options = config.storage_options
+    files = discover_files(config.source.path, config.source.format, storage_options=storage_options)
+    shards = plan_shards(files, config.source.shard_rows, storage_options=storage_options)
     rows = sum(shard.row_count for shard in shards)
     if not shards:
         raise InputError(f"input is empty: {config.source.path} has {len(files)} file(s) and no rows")
-    sample = read_shard(shards[0], read_spec(config), filesystem_options=fs_options)
+    sample = read_shard(shards[0], config.source, storage_options=storage_options)
     texts = sample.column("text").slice(0, SAMPLE_ROWS)
     lengths = pc.utf8_length(texts.fill_null("")).to_numpy(zero_copy_only=False)
     mean_chars = float(np.mean(lengths)) if len(lengths) else 0.0
@@ -88,43 +77,6 @@ def build_plan(config: JobConfig) -> JobPlan:
                    estimated_cost_usd=estimated_tokens / 1e6 * limits.price_per_million_tokens,
                    estimated_minutes=max(by_tokens, by_requests),
                    binding_limit="tpm" if by_tokens >= by_requests else "rpm")
-
-
-def check_duplicate_ids(shards: list[Shard], spec: ReadSpec, fs_options: dict | None, *,
-                        threads: int = 8, show: int = 5) -> None:
-    """Refuse ids that occur more than once anywhere in the input, before any API call.
-
-    Reads only the id column of every shard (threads: on object storage each read is a round trip) and holds the
-    ids of the whole input at once — about their size in bytes — which is what a global check needs.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    def ids_of(numbered: tuple[int, Shard]) -> pa.Table:
-        number, shard = numbered
-        table = read_ids(shard, spec, filesystem_options=fs_options)
-        return table.append_column("_shard", pa.array(np.full(table.num_rows, number, dtype=np.int32)))
-
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(shards)))) as pool:
-        tables = list(pool.map(ids_of, enumerate(shards)))
-    try:
-        everything = pa.concat_tables(tables)
-    except pa.ArrowInvalid:  # integer ids in one file, string ids in another
-        types = sorted({str(t.schema.field("id").type) for t in tables})
-        raise InputError(f"the id column {spec.id_column!r} has different types across files ({', '.join(types)})"
-                         ) from None
-    if pc.count_distinct(everything["id"], mode="all").as_py() == everything.num_rows:
-        return
-    counts = everything.group_by("id").aggregate([("id", "count")])
-    repeated = counts.filter(pc.greater(counts["id_count"], 1))
-    shown_ids = repeated["id"].slice(0, show)
-    where = everything.filter(pc.is_in(everything["id"], value_set=shown_ids.combine_chunks()))
-    places: dict = {}
-    for value, number, row in zip(where["id"].to_pylist(), where["_shard"].to_pylist(), where["_row"].to_pylist(),
-                                  strict=True):
-        places.setdefault(value, []).append(f"{shards[number].file.uri} row {row}")
-    listed = "; ".join(f"id {value!r} at {' and '.join(at)}" for value, at in places.items())
-    raise InputError(f"{repeated.num_rows} duplicate id(s) in column {spec.id_column!r}: {listed}. Each id must "
-                     "occur once: fix the input (nothing was embedded)")
 
 
 def format_plan(plan: JobPlan, config: JobConfig) -> str:

@@ -7,13 +7,12 @@ naming the file and, where known, the row and column.
 Types: Parquet and Arrow columns keep their stored types. JSONL values keep their JSON types, except that
 strings pyarrow would turn into timestamps stay strings. CSV columns are all read as strings (an empty
 unquoted field is null), so a shard's types never depend on what its values happen to look like; set
-``ReadSpec.id_type = "int64"`` for integer ids from CSV.
+``source.id_type = "int64"`` for integer ids from CSV.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from string import Formatter
 from typing import Any
 
@@ -26,117 +25,62 @@ import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
 from embedder import storage
-from embedder.errors import ConfigError, InputError
+from embedder.config import SourceConfig
+from embedder.errors import InputError
 from embedder.source.shards import Shard, row_ends
 
-RESERVED = ("id", "text", "_row")
 
-
-@dataclass(frozen=True)
-class ReadSpec:
-    """Which columns make a row's id, text and passthrough fields."""
-
-    id_column: str = "id"
-    text_column: str | None = "text"
-    text_template: str | None = None
-    """E.g. ``"{title}\\n\\n{body}"``; a null in a referenced column renders as empty. With a template,
-    ``text_column`` must be ``None`` or left at its default (which the template then replaces)."""
-    passthrough: tuple[str, ...] = ()
-    """Columns copied to the output under their own names."""
-    id_type: str | None = None
-    """``None``: as stored (int64 for any integer type); ``"int64"`` or ``"string"``: converted to that."""
-
-    def __post_init__(self) -> None:
-        if self.text_template is not None and self.text_column == "text":
-            object.__setattr__(self, "text_column", None)  # the template replaces the default column
-        if (self.text_column is None) == (self.text_template is None):
-            raise ConfigError("set exactly one of source.text_column and source.text_template")
-        if self.text_template is not None:
-            template_fields(self.text_template)
-        if self.id_type not in (None, "int64", "string"):
-            raise ConfigError(f"source.id_type must be 'int64' or 'string', got {self.id_type!r}")
-        clash = sorted(set(self.passthrough) & set(RESERVED))
-        if clash or len(set(self.passthrough)) != len(self.passthrough):
-            raise ConfigError(f"source.passthrough: names must be unique and not {', '.join(RESERVED)}: "
-                              f"{list(self.passthrough)}")
-
-
-def template_fields(template: str) -> list[str]:
-    """Column names a text template references, in order of first use."""
-    fields: list[str] = []
-    try:
-        parsed = list(Formatter().parse(template))
-    except ValueError as exc:
-        raise ConfigError(f"source.text_template: {exc}") from exc
-    for _, name, spec, conversion in parsed:
-        if name is None:
-            continue
-        if not name or spec or conversion:
-            raise ConfigError(f"source.text_template: use plain {{column}} fields, got {template!r}")
-        if name not in fields:
-            fields.append(name)
-    if not fields:
-        raise ConfigError(f"source.text_template references no column: {template!r}")
-    return fields
-
-
-def required_columns(spec: ReadSpec) -> list[str]:
-    """The input columns a shard read needs, without duplicates."""
-    text = [spec.text_column] if spec.text_column else template_fields(spec.text_template or "")
-    return list(dict.fromkeys([spec.id_column, *text, *spec.passthrough]))
-
-
-def _read_raw(shard: Shard, spec: ReadSpec, columns: list[str], filesystem: pafs.FileSystem | None,
-              filesystem_options: dict[str, Any] | None) -> pa.Table:
-    fs, path = storage.resolve(shard.file.uri, filesystem_options, filesystem=filesystem)
+def _read_raw(shard: Shard, source: SourceConfig, columns: list[str], filesystem: pafs.FileSystem | None,
+              storage_options: dict[str, Any] | None) -> pa.Table:
+    fs, path = storage.resolve(shard.file.uri, storage_options, filesystem=filesystem)
     read = {"parquet": _read_parquet, "arrow": _read_ipc, "jsonl": _read_jsonl, "csv": _read_csv}
-    raw = read[shard.file.format](shard, fs, path, columns, spec)
+    raw = read[shard.file.format](shard, fs, path, columns, source)
     if raw.num_rows != shard.row_count:
         raise InputError(f"{shard.describe()}: expected {shard.row_count} rows, read {raw.num_rows}; did the file "
                          "change after planning (or hold two JSON objects on one line)?")
     return raw
 
 
-def read_ids(shard: Shard, spec: ReadSpec, *, filesystem: pafs.FileSystem | None = None,
-             filesystem_options: dict[str, Any] | None = None) -> pa.Table:
+def read_ids(shard: Shard, source: SourceConfig, *, filesystem: pafs.FileSystem | None = None,
+             storage_options: dict[str, Any] | None = None) -> pa.Table:
     """Only the shard's ``id`` (checked like :func:`read_shard` does) and ``_row``: for the duplicate check."""
-    raw = _read_raw(shard, spec, [spec.id_column], filesystem, filesystem_options)
-    return pa.table({"id": _ids(raw[spec.id_column], spec, shard),
+    raw = _read_raw(shard, source, [source.id_column], filesystem, storage_options)
+    return pa.table({"id": _ids(raw[source.id_column], source, shard),
                      "_row": pa.array(np.arange(shard.row_start, shard.row_end, dtype=np.int64))})
 
 
-def read_shard(shard: Shard, spec: ReadSpec, *, filesystem: pafs.FileSystem | None = None,
-               filesystem_options: dict[str, Any] | None = None) -> pa.Table:
+def read_shard(shard: Shard, source: SourceConfig, *, filesystem: pafs.FileSystem | None = None,
+               storage_options: dict[str, Any] | None = None) -> pa.Table:
     """The shard's rows as ``id, text, <passthrough...>, _row``; see the module docstring."""
-    raw = _read_raw(shard, spec, required_columns(spec), filesystem, filesystem_options)
+    raw = _read_raw(shard, source, list(source.read_columns), filesystem, storage_options)
     uri = shard.file.uri
     rows = pa.array(np.arange(shard.row_start, shard.row_end, dtype=np.int64))
-    out = {"id": _ids(raw[spec.id_column], spec, shard),
-           "text": (_text_column(raw[spec.text_column], spec.text_column, uri) if spec.text_column
-                    else _render(raw, spec.text_template or "", uri))}
-    out.update({name: raw[name] for name in spec.passthrough})
+    out = {"id": _ids(raw[source.id_column], source, shard),
+           "text": (_text_column(raw[source.text_column], source.text_column, uri) if source.text_column
+                    else _render(raw, source.text_template or "", uri))}
+    out.update({name: raw[name] for name in source.passthrough})
     out["_row"] = rows
     table = pa.table(out)
-    duplicates = find_duplicate_ids(table)
+    duplicates = repeated_ids(table["id"])
     if duplicates:
-        value, at = duplicates[0]
+        value, positions = duplicates[0]
+        at = [shard.row_start + position for position in positions]
         listed = ", ".join(map(str, at[:-1])) + f" and {at[-1]}"
         more = f" ({len(duplicates)} ids repeat in {shard.describe()})" if len(duplicates) > 1 else ""
         raise InputError(f"{uri}: duplicate id {value!r} at rows {listed}{more}")
     return table
 
 
-def find_duplicate_ids(table: pa.Table, id_column: str = "id",
-                       row_column: str = "_row") -> list[tuple[Any, list[int]]]:
-    """Each id that occurs more than once with its rows, ordered by first row. Cheap when there are none."""
-    ids = table[id_column]
+def repeated_ids(ids: pa.ChunkedArray | pa.Array) -> list[tuple[Any, list[int]]]:
+    """Each id that occurs more than once with its positions in ``ids``, ordered by first position. Cheap (one
+    distinct count) when there are none, which is the usual case."""
     if pc.count_distinct(ids, mode="all").as_py() == len(ids):
         return []
-    grouped = table.select([id_column, row_column]).group_by(id_column).aggregate([(row_column, "list")])
-    lists = grouped[f"{row_column}_list"]
-    repeated = grouped.filter(pc.greater(pc.list_value_length(lists), 1))
-    found = [(value, sorted(at)) for value, at in zip(repeated[id_column].to_pylist(),
-                                                       repeated[f"{row_column}_list"].to_pylist(), strict=True)]
+    table = pa.table({"id": ids, "position": pa.array(np.arange(len(ids), dtype=np.int64))})
+    grouped = table.group_by("id").aggregate([("position", "list")])
+    repeated = grouped.filter(pc.greater(pc.list_value_length(grouped["position_list"]), 1))
+    found = [(value, sorted(at)) for value, at in zip(repeated["id"].to_pylist(),
+                                                       repeated["position_list"].to_pylist(), strict=True)]
     return sorted(found, key=lambda item: item[1][0])
 
 
@@ -150,15 +94,15 @@ def _decoded(col: pa.ChunkedArray) -> pa.ChunkedArray:
     return col.cast(col.type.value_type) if pa.types.is_dictionary(col.type) else col
 
 
-def _ids(col: pa.ChunkedArray, spec: ReadSpec, shard: Shard) -> pa.ChunkedArray:
-    uri, name = shard.file.uri, spec.id_column
+def _ids(col: pa.ChunkedArray, source: SourceConfig, shard: Shard) -> pa.ChunkedArray:
+    uri, name = shard.file.uri, source.id_column
     if col.null_count:
         first = pc.index(pc.is_null(col), True).as_py()
         more = f" ({col.null_count} null ids in {shard.describe()})" if col.null_count > 1 else ""
         raise InputError(f"{uri} row {shard.row_start + first}: id is null (column {name!r}){more}")
     col = _decoded(col)
     t = col.type
-    if spec.id_type == "int64" and _string_like(t):
+    if source.id_type == "int64" and _string_like(t):
         try:
             return pc.cast(pc.utf8_trim_whitespace(col), pa.int64())
         except pa.ArrowInvalid:
@@ -170,8 +114,8 @@ def _ids(col: pa.ChunkedArray, spec: ReadSpec, shard: Shard) -> pa.ChunkedArray:
             ids = col.cast(pa.int64())
         except pa.ArrowInvalid as exc:
             raise InputError(f"{uri}: id column {name!r} ({t}) does not fit int64: {exc}") from exc
-        return ids.cast(pa.string()) if spec.id_type == "string" else ids
-    if _string_like(t) and spec.id_type != "int64":
+        return ids.cast(pa.string()) if source.id_type == "string" else ids
+    if _string_like(t) and source.id_type != "int64":
         return col.cast(pa.string())
     raise InputError(f"{uri}: id column {name!r} has type {t}; ids must be integers or strings")
 
@@ -206,11 +150,11 @@ def _render(raw: pa.Table, template: str, uri: str) -> pa.ChunkedArray:
     return pc.binary_join_element_wise(*parts, "", null_handling="replace", null_replacement="")
 
 
-def _check_columns(shard: Shard, available: list[str], needed: list[str], spec: ReadSpec) -> None:
+def _check_columns(shard: Shard, available: list[str], needed: list[str], source: SourceConfig) -> None:
     for name in needed:
         if name not in available:
-            role = ("source.id_column" if name == spec.id_column else "source.text_column"
-                    if name == spec.text_column else "source.passthrough" if name in spec.passthrough
+            role = ("source.id_column" if name == source.id_column else "source.text_column"
+                    if name == source.text_column else "source.passthrough" if name in source.passthrough
                     else "source.text_template")
             shown = ", ".join(available[:50]) + (", ..." if len(available) > 50 else "")
             raise InputError(f"{shard.file.uri}: column {name!r} not found; columns are: {shown} "
@@ -219,14 +163,14 @@ def _check_columns(shard: Shard, available: list[str], needed: list[str], spec: 
 
 # --- formats -----------------------------------------------------------------------------------------------
 
-def _read_parquet(shard: Shard, fs: pafs.FileSystem, path: str, columns: list[str], spec: ReadSpec) -> pa.Table:
+def _read_parquet(shard: Shard, fs: pafs.FileSystem, path: str, columns: list[str], source: SourceConfig) -> pa.Table:
     uri = shard.file.uri
     with fs.open_input_file(path) as handle:
         try:
             parquet = pq.ParquetFile(handle)
         except (pa.ArrowException, OSError) as exc:
             raise InputError(f"not a valid Parquet file: {uri}: {exc}") from exc
-        _check_columns(shard, parquet.schema_arrow.names, columns, spec)
+        _check_columns(shard, parquet.schema_arrow.names, columns, source)
         offset = shard.row_start - shard.group_row_start
         try:
             first = parquet.metadata.row_group(shard.row_groups[0])
@@ -252,16 +196,16 @@ def _read_group_slice(parquet: pq.ParquetFile, shard: Shard, columns: list[str],
     return pa.Table.from_batches(batches)  # never empty: a shard has rows
 
 
-def _read_ipc(shard: Shard, fs: pafs.FileSystem, path: str, columns: list[str], spec: ReadSpec) -> pa.Table:
+def _read_ipc(shard: Shard, fs: pafs.FileSystem, path: str, columns: list[str], source: SourceConfig) -> pa.Table:
     # A local file is memory-mapped: only the pages of the needed columns are ever touched.
-    source = pa.memory_map(path) if isinstance(fs, pafs.LocalFileSystem) else fs.open_input_file(path)
+    handle = pa.memory_map(path) if isinstance(fs, pafs.LocalFileSystem) else fs.open_input_file(path)
     try:
-        with source:
-            names = pa.ipc.open_file(source).schema.names
-            _check_columns(shard, names, columns, spec)
+        with handle:
+            names = pa.ipc.open_file(handle).schema.names
+            _check_columns(shard, names, columns, source)
             # Reopened to decode only the needed columns (on object storage: fetch only their buffers).
             only = pa.ipc.IpcReadOptions(included_fields=sorted(names.index(c) for c in columns))
-            reader = pa.ipc.open_file(source, options=only)
+            reader = pa.ipc.open_file(handle, options=only)
             table = pa.Table.from_batches([reader.get_batch(i) for i in shard.row_groups], schema=reader.schema)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{shard.describe()}: not a valid Arrow IPC file: {exc}") from exc
@@ -282,7 +226,7 @@ def _row_of(data: bytes, offset: int, *, csv: bool) -> int:
     return int(np.searchsorted(row_ends(data, csv=csv), offset, side="right"))
 
 
-def _read_jsonl(shard: Shard, fs: pafs.FileSystem, path: str, columns: list[str], spec: ReadSpec) -> pa.Table:
+def _read_jsonl(shard: Shard, fs: pafs.FileSystem, path: str, columns: list[str], source: SourceConfig) -> pa.Table:
     data = _read_bytes(fs, path, shard)
     try:
         data.decode("utf-8")  # pyarrow reports bad UTF-8 without a row, or as a type change
@@ -290,7 +234,7 @@ def _read_jsonl(shard: Shard, fs: pafs.FileSystem, path: str, columns: list[str]
         row = shard.row_start + _row_of(data, exc.start, csv=False)
         raise InputError(f"{shard.file.uri} row {row}: invalid UTF-8 ({exc.reason})") from exc
     table = _parse_json(data, shard, None)
-    _check_columns(shard, table.column_names, columns, spec)
+    _check_columns(shard, table.column_names, columns, source)
     # JSON has no date type: a string that looks like one must stay the string it was.
     dated = [c for c in columns if pa.types.is_temporal(table.schema.field(c).type)]
     if dated:
@@ -314,7 +258,7 @@ def _parse_json(data: bytes, shard: Shard, schema: pa.Schema | None) -> pa.Table
         raise InputError(f"{shard.describe()}: malformed JSON: {message}") from exc
 
 
-def _read_csv(shard: Shard, fs: pafs.FileSystem, path: str, columns: list[str], spec: ReadSpec) -> pa.Table:
+def _read_csv(shard: Shard, fs: pafs.FileSystem, path: str, columns: list[str], source: SourceConfig) -> pa.Table:
     data = _read_bytes(fs, path, shard)
     if shard.byte_start is not None:
         with fs.open_input_file(path) as handle:
@@ -322,7 +266,7 @@ def _read_csv(shard: Shard, fs: pafs.FileSystem, path: str, columns: list[str], 
     try:
         return _parse_csv(data, columns, pa.string())
     except pa.ArrowKeyError:  # a column is missing: name the ones there are
-        _check_columns(shard, pcsv.open_csv(pa.BufferReader(data)).schema.names, columns, spec)
+        _check_columns(shard, pcsv.open_csv(pa.BufferReader(data)).schema.names, columns, source)
         raise
     except pa.ArrowInvalid as exc:
         if "UTF8" in str(exc):

@@ -82,7 +82,7 @@ def _shard(file: SourceFile, row_start: int, row_count: int, estimated_bytes: in
 
 
 def plan_shards(files: list[SourceFile], shard_rows: int, *, filesystem: pafs.FileSystem | None = None,
-                filesystem_options: dict[str, Any] | None = None, max_workers: int = 8) -> list[Shard]:
+                storage_options: dict[str, Any] | None = None, max_workers: int = 8) -> list[Shard]:
     """Shards of every file, in file order then row order.
 
     Returns ``[]`` when no file has a row: the caller raises ``InputError("input is empty: <path>")``.
@@ -93,7 +93,7 @@ def plan_shards(files: list[SourceFile], shard_rows: int, *, filesystem: pafs.Fi
         raise ConfigError(f"source.shard_rows must be at least 1, got {shard_rows}")
 
     def plan_one(file: SourceFile) -> list[Shard]:
-        fs, path = storage.resolve(file.uri, filesystem_options, filesystem=filesystem)
+        fs, path = storage.resolve(file.uri, storage_options, filesystem=filesystem)
         if file.size == 0:
             return []
         planner = {"parquet": _plan_parquet, "arrow": _plan_ipc}.get(file.format, _plan_text)

@@ -16,7 +16,6 @@ from embedder.storage.files import (
     delete_files,
     ensure_dir,
     io_threads,
-    is_file,
     json_default,
     list_files,
     now_iso,
@@ -30,6 +29,6 @@ from embedder.storage.locations import join, local_path, resolve, strip_scheme, 
 
 __all__ = [
     "IO_THREADS", "TMP_PREFIX", "check_name", "delete_dir_contents", "delete_files", "ensure_dir", "io_threads",
-    "is_file", "join", "json_default", "list_files", "local_path", "now_iso", "parallel_map", "read_bytes",
+    "join", "json_default", "list_files", "local_path", "now_iso", "parallel_map", "read_bytes",
     "read_json", "resolve", "strip_scheme", "uri", "write_atomic", "write_json_atomic",
 ]

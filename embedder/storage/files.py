@@ -135,10 +135,6 @@ def list_files(filesystem: pafs.FileSystem, path: str) -> list[str]:
             if info.type == pafs.FileType.File]
 
 
-def is_file(filesystem: pafs.FileSystem, path: str) -> bool:
-    return filesystem.get_file_info(path).type == pafs.FileType.File
-
-
 def delete_files(filesystem: pafs.FileSystem, paths: Iterable[str]) -> int:
     """Delete ``paths``; missing ones are fine. Returns how many were asked for."""
     paths = list(paths)
