@@ -36,7 +36,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from embedder.cli.sample_corpus import generate_rows
-from embedder.ledger.checkpoint import Ledger
+from embedder.ledger import Ledger
 from embedder.mock_jina.vectors import embed_texts
 
 REPO = Path(__file__).resolve().parents[1]

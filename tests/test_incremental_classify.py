@@ -11,7 +11,7 @@ import pytest
 from embedder.incremental import classify as incremental
 from embedder.incremental.classify import classify, content_hashes, copy_vectors, shard_assignment
 from embedder.source.files import discover_files
-from embedder.source.reader import ReadSpec
+from embedder.config import SourceConfig
 from embedder.source.shards import plan_shards
 
 KEY = "k" * 64
@@ -40,7 +40,7 @@ def test_rows_are_classified_and_unchanged_vectors_copied(tmp_path, monkeypatch,
     shards = plan_shards(discover_files(str(src)), 100)
     fs = pafs.LocalFileSystem()
     result = classify(old_parts=[str(old_dir / "part-a.parquet"), str(old_dir / "part-b.parquet")], old_fs=fs,
-                      shards=shards, spec=ReadSpec(), content_key=KEY, ledger_fs=fs, workdir=str(tmp_path / "w"))
+                      shards=shards, source=SourceConfig(path="unused"), content_key=KEY, ledger_fs=fs, workdir=str(tmp_path / "w"))
     assert (result.new, result.changed, result.unchanged, result.deleted) == (1, 1, 4, 1)
     assert pq.read_table(result.deleted_ids_file)["id"].to_pylist() == ["d"]
 

@@ -12,8 +12,8 @@ import pytest
 
 from embedder import storage
 from embedder.errors import LedgerError
+from embedder.ledger import DEAD_LETTER_SCHEMA, DoneMarker, Heartbeat, Ledger, Progress, RunReport, ShardStats
 from embedder.ledger import checkpoint as ledger_module
-from embedder.ledger.checkpoint import FAILED_SCHEMA, Ledger
 
 FIELDS = {"model": "jina-embeddings-v3", "task": "retrieval.passage", "dimensions": 1024,
           "sink": {"kind": "parquet", "path": "/out"}}
@@ -22,6 +22,14 @@ FIELDS = {"model": "jina-embeddings-v3", "task": "retrieval.passage", "dimension
 @pytest.fixture
 def ledger(tmp_path) -> Ledger:
     return Ledger.open(str(tmp_path / "ckpt"), "fp-1", FIELDS)
+
+
+def done(shard_id: str, *, file: str = "", row_start: int = 0, row_count: int = 0, **stats: int) -> DoneMarker:
+    return DoneMarker(ShardStats(shard_id, **stats), file=file, row_start=row_start, row_count=row_count)
+
+
+def report(status: str, **fields: object) -> RunReport:
+    return RunReport(status=status, **{"progress": Progress(), **fields})  # type: ignore[arg-type]
 
 
 def failed(ids: list, reason: str = "too long") -> pa.Table:
@@ -45,13 +53,13 @@ def test_relative_path_becomes_absolute(tmp_path, monkeypatch):
 
 
 def test_same_fingerprint_reuses_finished_shards(tmp_path, ledger):
-    ledger.mark_done("s1", {"rows": 10})
+    ledger.mark_done(done("s1", rows=10))
     again = Ledger.open(str(tmp_path / "ckpt"), "fp-1", FIELDS)
     assert again.done_ids() == {"s1"}
 
 
 def test_other_fingerprint_is_refused_naming_the_fields_that_differ(tmp_path, ledger):
-    ledger.mark_done("s1", {"rows": 10})
+    ledger.mark_done(done("s1", rows=10))
     changed = {**FIELDS, "dimensions": 512, "sink": {"kind": "parquet", "path": "/elsewhere"}}
     with pytest.raises(LedgerError) as caught:
         Ledger.open(str(tmp_path / "ckpt"), "fp-2", changed)
@@ -65,9 +73,9 @@ def test_other_fingerprint_is_refused_naming_the_fields_that_differ(tmp_path, le
 
 
 def test_restart_wipes_markers_dead_letters_and_report(tmp_path, ledger):
-    ledger.mark_done("s1", {"rows": 2}, failed(["a", "b"]))
-    ledger.write_report({"status": "completed"})
-    ledger.write_heartbeat({"rows": 2})
+    ledger.mark_done(done("s1", rows=2), failed(["a", "b"]))
+    ledger.write_report(report("completed"))
+    ledger.write_heartbeat(Heartbeat(Progress(rows_done=2)))
     fresh = Ledger.open(str(tmp_path / "ckpt"), "fp-2", {"model": "other"}, restart=True)
     assert fresh.done_ids() == set()
     assert fresh.failed_rows().num_rows == 0
@@ -98,21 +106,21 @@ def test_load_requires_an_existing_ledger(tmp_path):
 
 
 def test_mark_done_writes_one_marker_per_shard(ledger):
-    ledger.mark_done("s1", {"rows": 10, "embedded": 9, "tokens": 120, "file": "a.parquet", "row_start": 0,
-                            "row_count": 10, "sinks": [{"kind": "parquet", "rows": 9}]}, failed(["x"]))
-    ledger.mark_done("s2", {"rows": 5, "embedded": 5, "tokens": 60})
+    ledger.mark_done(done("s1", rows=10, embedded=9, tokens=120, file="a.parquet", row_start=0, row_count=10),
+                     failed(["x"]))
+    ledger.mark_done(done("s2", rows=5, embedded=5, tokens=60))
     assert ledger.done_ids() == {"s1", "s2"}
     first, second = ledger.done_markers()
-    assert first["shard_id"] == "s1" and first["failed"] == 1 and first["tokens"] == 120
-    assert first["sinks"] == [{"kind": "parquet", "rows": 9}] and first["finished_at"]
-    assert second["failed"] == 0
+    assert first.shard_id == "s1" and first.stats.failed == 1 and first.stats.tokens == 120
+    assert (first.file, first.row_start, first.row_count) == ("a.parquet", 0, 10) and first.finished_at
+    assert second.stats.failed == 0
 
 
 def test_temporary_files_are_not_markers(tmp_path, ledger):
-    done = tmp_path / "ckpt" / "done"
-    (done / f"{storage.TMP_PREFIX}0123456789ab-s9.json").write_text('{"shard_id": "s9"}')
-    (done / "s8.json.partial").write_text("")
-    ledger.mark_done("s1", {})
+    folder = tmp_path / "ckpt" / "done"
+    (folder / f"{storage.TMP_PREFIX}0123456789ab-s9.json").write_text('{"shard_id": "s9"}')
+    (folder / "s8.json.partial").write_text("")
+    ledger.mark_done(done("s1"))
     assert ledger.done_ids() == {"s1"}
 
 
@@ -122,24 +130,24 @@ def test_an_interrupted_marker_write_leaves_no_marker_and_no_temp_file(tmp_path,
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="disk gone"):
-        ledger.mark_done("s1", {"rows": 1})
+        ledger.mark_done(done("s1", rows=1))
     monkeypatch.undo()
     assert ledger.done_ids() == set()
     assert list((tmp_path / "ckpt" / "done").iterdir()) == []
 
 
 def test_rewriting_a_marker_replaces_it_atomically(tmp_path, ledger):
-    ledger.mark_done("s1", {"rows": 1})
-    ledger.mark_done("s1", {"rows": 2})
+    ledger.mark_done(done("s1", rows=1))
+    ledger.mark_done(done("s1", rows=2))
     assert [p.name for p in (tmp_path / "ckpt" / "done").iterdir()] == ["s1.json"]
-    assert ledger.done_markers()[0]["rows"] == 2
+    assert ledger.done_markers()[0].stats.rows == 2
 
 
 def test_failed_rows_roundtrip_with_ids_as_text(ledger):
-    ledger.mark_done("s1", {}, failed([7, 8]))
-    ledger.mark_done("s2", {}, pa.table({"id": ["z"], "reason": ["empty text"]}))  # other columns optional
+    ledger.mark_done(done("s1"), failed([7, 8]))
+    ledger.mark_done(done("s2"), pa.table({"id": ["z"], "reason": ["empty text"]}))  # other columns optional
     rows = ledger.failed_rows()
-    assert rows.schema == FAILED_SCHEMA
+    assert rows.schema == DEAD_LETTER_SCHEMA
     assert rows.column("id").to_pylist() == ["7", "8", "z"]
     assert rows.column("shard_id").to_pylist() == ["s1", "s1", "s2"]
     assert rows.column("reason").to_pylist() == ["too long", "too long", "empty text"]
@@ -148,25 +156,26 @@ def test_failed_rows_roundtrip_with_ids_as_text(ledger):
 
 
 def test_no_failed_rows_gives_an_empty_table_with_the_schema(ledger):
-    assert ledger.failed_rows().schema == FAILED_SCHEMA
+    assert ledger.failed_rows().schema == DEAD_LETTER_SCHEMA
     assert ledger.failed_rows().num_rows == 0
 
 
 def test_dead_letters_are_replaced_on_retry(ledger):
-    ledger.mark_done("s1", {}, failed(["a", "b", "c"]))
+    ledger.mark_done(done("s1"), failed(["a", "b", "c"]))
     ledger.forget(["s1"])
     assert ledger.failed_rows().num_rows == 0  # without a marker, dead letters do not count
-    ledger.mark_done("s1", {}, failed(["b"], reason="still too long"))
+    ledger.mark_done(done("s1"), failed(["b"], reason="still too long"))
     assert ledger.failed_rows().column("id").to_pylist() == ["b"]
-    ledger.mark_done("s1", {})  # a retry where everything succeeded
+    ledger.mark_done(done("s1"))  # a retry where everything succeeded
     assert ledger.failed_rows().num_rows == 0 and ledger.failed_shard_ids() == set()
 
 
-def test_clear_failed_and_forget(ledger):
-    ledger.mark_done("s1", {}, failed(["a"]))
-    ledger.mark_done("s2", {}, failed(["b"]))
-    ledger.clear_failed(["s1"])
+def test_retire_failed_and_forget(tmp_path, ledger):
+    ledger.mark_done(done("s1"), failed(["a"]))
+    ledger.mark_done(done("s2"), failed(["b"]))
+    assert ledger.retire_failed(["s1", "never-failed"]) == ["s1"]
     assert ledger.failed_shard_ids() == {"s2"}
+    assert (tmp_path / "ckpt" / "_failed" / "history" / "s1.parquet").is_file()  # kept, not counted
     ledger.forget(["s2", "never-done"])
     assert ledger.done_ids() == {"s1"}
 
@@ -174,7 +183,7 @@ def test_clear_failed_and_forget(ledger):
 def test_invalid_shard_ids_are_refused(ledger):
     for bad in ("../escape", "a/b", ".hidden", "_private", ""):
         with pytest.raises(ValueError, match="invalid shard id"):
-            ledger.mark_done(bad, {})
+            ledger.mark_done(done(bad))
 
 
 def test_plan_inline_and_in_a_side_file(ledger, monkeypatch):
@@ -192,30 +201,31 @@ def test_plan_inline_and_in_a_side_file(ledger, monkeypatch):
 
 def test_report_and_heartbeat_roundtrip(ledger):
     assert ledger.read_report() is None and ledger.read_plan() is None
-    ledger.write_heartbeat({"rows_done": 5, "tokens": 40})
+    ledger.write_heartbeat(Heartbeat(Progress(rows_done=5, tokens=40)))
     beat = ledger.read_heartbeat()
-    assert beat["rows_done"] == 5 and beat["unix_time"] > 0 and beat["pid"] == os.getpid()
-    ledger.write_report({"status": "completed", "rows": 5})
-    assert ledger.read_report()["status"] == "completed" and ledger.read_report()["finished_at"]
+    assert beat.progress.rows_done == 5 and beat.unix_time > 0 and beat.pid == os.getpid()
+    ledger.write_report(report("completed", progress=Progress(rows_done=5)))
+    assert ledger.read_report().status == "completed" and ledger.read_report().finished_at
+    assert ledger.read_report().progress.rows_done == 5
 
 
 def test_the_ledger_refuses_to_store_secrets(tmp_path, ledger, monkeypatch):
     with pytest.raises(ValueError, match="api_key"):
         Ledger.open(str(tmp_path / "other"), "fp", {"model": "m", "api_key": "jina_x"})
     with pytest.raises(ValueError, match="token"):
-        ledger.write_report({"sink": {"uri": "http://milvus:19530", "token": "root:Milvus"}})
+        ledger.write_report(report("completed", outputs=[{"uri": "http://milvus:19530", "token": "root:Milvus"}]))
     monkeypatch.setenv("JINA_API_KEY", "jina_secret_value_123")
     with pytest.raises(ValueError, match=r"\$JINA_API_KEY") as caught:
-        ledger.mark_done("s1", {"note": "oops jina_secret_value_123"})
+        ledger.mark_done(done("s1", file="oops jina_secret_value_123"))
     assert "jina_secret_value_123" not in str(caught.value)
-    ledger.write_report({"api_key_env": "JINA_API_KEY", "tokens": 5})  # the variable's name is fine
+    ledger.write_report(report("completed", plan={"api_key_env": "JINA_API_KEY"}))  # the variable's name is fine
     assert ledger.done_ids() == set()
 
 
 def test_works_on_a_subtree_filesystem(tmp_path):
     fs = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
     ledger = Ledger.open("job/_checkpoint", "fp", FIELDS, filesystem=fs)
-    ledger.mark_done("s1", {"rows": 3}, failed(["q"]))
+    ledger.mark_done(done("s1", rows=3), failed(["q"]))
     assert (tmp_path / "job" / "_checkpoint" / "done" / "s1.json").is_file()
     again = Ledger.open("job/_checkpoint", "fp", FIELDS, filesystem=fs)
     assert again.done_ids() == {"s1"} and again.failed_rows().num_rows == 1

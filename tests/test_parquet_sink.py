@@ -18,7 +18,7 @@ import pytest
 from embedder import storage
 from embedder.config import ParquetSinkConfig
 from embedder.errors import SinkError
-from embedder.ledger.checkpoint import Ledger
+from embedder.ledger import DoneMarker, Ledger, ShardStats
 from embedder.sinks import ParquetSink, SinkStartInfo, WriteReceipt
 from embedder.sinks.parquet import read_manifest, read_manifest_dataset
 
@@ -91,7 +91,7 @@ def test_commit_lists_exactly_the_plan_and_deletes_stale_parts(tmp_path, sink):
     (out / f"{storage.TMP_PREFIX}abc-part-s4.parquet").write_bytes(b"half a file")
     # a ledger inside the output folder, with dead letters in Parquet, must not be read as data
     ledger = Ledger.open(str(out / "_checkpoint"), "fp-1", {})
-    ledger.mark_done("s1", {}, pa.table({"id": ["x"], "reason": ["too long"]}))
+    ledger.mark_done(DoneMarker(ShardStats("s1")), pa.table({"id": ["x"], "reason": ["too long"]}))
 
     receipt = sink.commit(["s3", "s1", "s2"])
 
@@ -245,11 +245,11 @@ def test_parquet_sink_on_s3(s3):
 def test_ledger_on_s3(s3):
     fs = pafs.S3FileSystem(**s3)
     ledger = Ledger.open("bucket/job/_checkpoint", "fp", {"model": "m"}, filesystem=fs)
-    ledger.mark_done("s1", {"rows": 2}, pa.table({"id": [5], "reason": ["too long"]}))
-    ledger.mark_done("s2", {"rows": 3})
+    ledger.mark_done(DoneMarker(ShardStats("s1", rows=2)), pa.table({"id": [5], "reason": ["too long"]}))
+    ledger.mark_done(DoneMarker(ShardStats("s2", rows=3)))
     again = Ledger.open("bucket/job/_checkpoint", "fp", {"model": "m"}, filesystem=fs)
     assert again.done_ids() == {"s1", "s2"}
-    assert [m["rows"] for m in again.done_markers()] == [2, 3]
+    assert [m.stats.rows for m in again.done_markers()] == [2, 3]
     assert again.failed_rows().column("id").to_pylist() == ["5"]
     restarted = Ledger.open("bucket/job/_checkpoint", "fp2", {"model": "n"}, filesystem=fs, restart=True)
     assert restarted.done_ids() == set() and restarted.failed_rows().num_rows == 0

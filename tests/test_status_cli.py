@@ -13,7 +13,7 @@ import pytest
 from embedder.cli import main as cli
 from embedder.cli import status
 from embedder.errors import LedgerError
-from embedder.ledger.checkpoint import Ledger
+from embedder.ledger import DoneMarker, Heartbeat, Ledger, Progress, RunReport, ShardStats
 
 FIELDS = {"model": "jina-embeddings-v3", "task": "retrieval.passage", "dimensions": 1024}
 
@@ -23,9 +23,9 @@ def ledger(tmp_path) -> Ledger:
     ledger = Ledger.open(str(tmp_path / "ckpt"), "fp-1234567890abcdef", FIELDS)
     ledger.write_plan({"rows": 1000, "files": 2}, [f"s{i}" for i in range(10)])
     for i in range(3):
-        ledger.mark_done(f"s{i}", {"rows": 100, "embedded": 98, "tokens": 5000},
+        ledger.mark_done(DoneMarker(ShardStats(f"s{i}", rows=100, embedded=98, tokens=5000)),
                          pa.table({"id": ["a", "b"], "reason": ["too long", "empty"]}))
-    ledger.mark_done("gone", {"rows": 7})  # a shard of an earlier plan: not counted in progress
+    ledger.mark_done(DoneMarker(ShardStats("gone", rows=7)))  # a shard of an earlier plan: not counted
     return ledger
 
 
@@ -36,8 +36,9 @@ def run(ledger: Ledger, capsys, *, as_json: bool = False) -> str:
 
 
 def test_running_job_in_text(ledger, capsys):
-    ledger.write_heartbeat({"rows_done": 300, "tokens": 15000, "elapsed_s": 10, "rows_per_s": 30.0,
-                            "tokens_last_minute": 90000, "retries": 4, "rate_limited": 1})
+    ledger.write_heartbeat(Heartbeat(Progress(rows_done=300, tokens=15000, elapsed_s=10, rows_per_s=30.0, eta_s=23.3,
+                                              tokens_last_minute=90000, retries=4, rate_limited=1,
+                                              shards_in_flight=2)))
     out = run(ledger, capsys)
     lines = {line.split()[0]: line for line in out.splitlines()}
     assert lines["ledger"].endswith("ckpt")
@@ -48,14 +49,15 @@ def test_running_job_in_text(ledger, capsys):
     assert "294" in lines["embedded"] and "failed 6  (2.00%)" in lines["embedded"]
     assert "15,000" in lines["tokens"]
     assert "30.0 rows/s" in lines["speed"] and "90.0k tokens/min" in lines["speed"] and "eta 23s" in lines["speed"]
-    assert "retries 4" in lines["live"] and "429s 1" in lines["live"]
+    assert "retries 4" in lines["live"] and "429s 1" in lines["live"] and "in flight 2" in lines["live"]
     assert "1 done markers belong to shards outside" in lines["note"]
     values_start = {line.index(line.split()[1]) for line in out.splitlines()}
     assert len(values_start) == 1  # labels are aligned
 
 
 def test_json_output_is_one_object(ledger, capsys):
-    ledger.write_heartbeat({"rows_done": 300, "tokens": 15000, "elapsed_s": 10})
+    ledger.write_heartbeat(Heartbeat(Progress(rows_done=300, tokens=15000, elapsed_s=10, rows_per_s=30.0,
+                                              tokens_last_minute=90000)))
     data = json.loads(run(ledger, capsys, as_json=True))
     assert data["state"] == "running"
     assert data["fingerprint"] == "fp-1234567890abcdef" and data["fields"] == FIELDS
@@ -69,11 +71,11 @@ def test_json_output_is_one_object(ledger, capsys):
 
 
 def test_finished_job_shows_its_report(ledger, capsys):
-    ledger.write_heartbeat({"rows_done": 300})
+    ledger.write_heartbeat(Heartbeat(Progress(rows_done=300)))
     time.sleep(0.01)
-    ledger.write_report({"status": "completed", "elapsed_s": 65.0, "cost_usd": 0.5, "error": None,
-                         "progress": {"rows_done": 300, "rows_per_s": 4.6},
-                         "outputs": [{"location": "/out", "rows": 294, "parts": 3}]})
+    ledger.write_report(RunReport(status="completed", elapsed_s=65.0, cost_usd=0.5, error=None,
+                                  progress=Progress(rows_done=300, rows_per_s=4.6),
+                                  outputs=[{"location": "/out", "rows": 294, "parts": 3}]))
     out = run(ledger, capsys)
     assert "state     completed" in out
     assert "took 1m 05s" in out and "cost $0.5000" in out
@@ -82,7 +84,7 @@ def test_finished_job_shows_its_report(ledger, capsys):
 
 
 def test_a_silent_driver_counts_as_stopped(ledger, capsys):
-    ledger.write_heartbeat({"rows_done": 300})
+    ledger.write_heartbeat(Heartbeat(Progress(rows_done=300)))
     args = argparse.Namespace(ledger=ledger.location, json=True, stale_after=0.0, s3_endpoint="")
     time.sleep(0.05)
     status.run(args)

@@ -1,4 +1,8 @@
-"""The ``embedder`` command. One small module per subcommand; heavy imports happen only when it runs."""
+"""Turn a corpus of documents into embedding vectors with Jina AI's embeddings API, on a Ray cluster, into Parquet
+files or a Milvus collection: within your rate limits, resumable after any interruption.
+
+Start with `embedder plan JOB.toml` (what it will cost, no API call), then `embedder run JOB.toml`.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from collections.abc import Sequence
 
 from embedder.errors import EmbedderError
 
-# subcommand -> module with ``add_arguments(parser)`` and ``run(args) -> int``
+# subcommand -> (module with ``add_arguments(parser)`` and ``run(args) -> int``, help); a module is imported only
+# when its subcommand runs or the parser is built, so `embedder status` never loads Ray or pymilvus
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("embedder.cli.run", "embed a corpus on Ray into Parquet or Milvus, resumably"),
     "plan": ("embedder.cli.plan", "files, rows, shards, tokens, cost and duration of a job, without API calls"),
@@ -22,7 +27,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="embedder", description=__doc__)
+    parser = argparse.ArgumentParser(prog="embedder", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():

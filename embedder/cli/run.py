@@ -20,9 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from embedder.config import load_job
-    from embedder.run.job import RunOptions, refuse_unknown, run_job
+    from embedder.errors import ConfigError
+    from embedder.run.job import RunOptions, run_job
 
-    refuse_unknown(args)
+    if args.restart and args.retry_failed:
+        raise ConfigError("--restart and --retry-failed cannot be used together")
     config = load_job(args.job, args.overrides)
     return run_job(config, RunOptions(restart=args.restart, retry_failed=args.retry_failed,
                                       incremental=args.incremental))

@@ -60,7 +60,7 @@ def query_task(task: str | None) -> str | None:
 
 def embed_query(config: Any, text: str) -> list[float]:
     from embedder.jina.function import JinaEmbeddingFunction
-    from embedder.run.job import api_key_or_fail
+    from embedder.run.settings import api_key_or_fail
 
     emb = config.embedding
     task = query_task(emb.task)

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from embedder.config.fields import checked
-from embedder.config.sinks import SinkConfig
+from embedder.config.sinks import MilvusSinkConfig, SinkConfig
 from embedder.jina.models import API_KEY_ENVS, DEFAULT_API_BASE, EMBEDDING_TYPES, ModelSpec, is_known_model, model_spec
 from embedder.secrets import mask_uri, secret_marker
 
@@ -260,6 +260,12 @@ class JobConfig:
         if src.id_type is not None:
             fields["id_type"] = src.id_type
         return fields
+
+    @property
+    def secret_envs(self) -> tuple[str, ...]:
+        """Every environment variable a secret of this job may come from: the key's and the Milvus tokens'."""
+        tokens = (sink.token_env for sink in self.sinks if isinstance(sink, MilvusSinkConfig))
+        return tuple(dict.fromkeys((*self.embedding.api_key_envs, *tokens)))
 
     @property
     def storage_options(self) -> dict[str, Any] | None:

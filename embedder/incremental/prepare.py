@@ -12,8 +12,7 @@ from embedder import storage
 from embedder.config import JobConfig, ParquetSinkConfig
 from embedder.errors import ConfigError
 from embedder.incremental.classify import Classification, classify, load_classification
-from embedder.ledger.checkpoint import Ledger
-from embedder.run.progress import ProgressState
+from embedder.ledger import Ledger, Progress
 from embedder.sinks.parquet import read_manifest
 from embedder.source.planning import JobPlan, plan_digest
 
@@ -28,7 +27,7 @@ class IncrementalRun:
     previous_output: str
     deleted_ids: pa.Array | None
 
-    def report(self, progress: ProgressState) -> dict:
+    def report(self, progress: Progress) -> dict:
         c = self.classification
         embedded = progress.rows_embedded - progress.rows_copied
         per_row = progress.tokens / embedded if embedded > 0 else 0.0

@@ -7,16 +7,18 @@ Layout::
     <ledger>/plan_shards.parquet     ... when there are more than INLINE_SHARD_IDS of them
     <ledger>/done/<shard_id>.json    one marker per finished shard
     <ledger>/_failed/<shard_id>.parquet   dead-letter rows of that shard
+    <ledger>/_failed/history/        dead letters of shards no longer in the plan (their file was fixed)
     <ledger>/heartbeat.json          counters of the running driver, rewritten every few seconds
     <ledger>/run_report.json         written at the end of a run
 
 A done marker is the only truth that a shard is finished, like dlt's ``completed_jobs/`` folder: it is written
-atomically (see :mod:`embedder.storage.files`) after the sinks hold the shard and after its dead-letter rows, so a crash
-at any point leaves either no marker (the shard is done again, its files replaced) or a complete one. Dead-letter
+atomically (see :mod:`embedder.storage.files`) after the sinks hold the shard and after its dead-letter rows, so a
+crash at any point leaves either no marker (the shard is done again, its files replaced) or a complete one. Dead-letter
 files without a marker are ignored for the same reason.
 
 The ledger stores no secrets: nothing here takes credentials, and every write refuses secret-looking field names
-(``api_key``, ``token``, ``password``...) and the value of ``$JINA_API_KEY`` (see :func:`check_no_secrets`).
+(``api_key``, ``token``, ``password``...) and the value of any variable a key comes from (see
+:mod:`embedder.ledger.guard`). What it stores are the typed records of :mod:`embedder.ledger.records`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -35,73 +37,52 @@ import pyarrow.parquet as pq
 
 from embedder import storage
 from embedder.errors import LedgerError
+from embedder.ledger.guard import DEFAULT_SECRET_ENVS, check_no_secrets
+from embedder.ledger.records import DEAD_LETTER_SCHEMA, DoneMarker, Heartbeat, RunReport
 
 FINGERPRINT_FILE = "fingerprint.json"
 PLAN_FILE = "plan.json"
 PLAN_SHARDS_FILE = "plan_shards.parquet"
 DONE_DIR = "done"
 FAILED_DIR = "_failed"
+HISTORY_DIR = "_failed/history"
 HEARTBEAT_FILE = "heartbeat.json"
 REPORT_FILE = "run_report.json"
 INLINE_SHARD_IDS = 10_000
 """Plans with more shards keep their ids in ``plan_shards.parquet`` so ``plan.json`` stays small."""
 
-FAILED_SCHEMA = pa.schema([
-    ("shard_id", pa.string()), ("id", pa.string()), ("_row", pa.int64()), ("file", pa.string()),
-    ("reason", pa.string()), ("error_class", pa.string()),
-])
-"""Dead-letter rows: the row's id (as text), its row number in ``file``, why it failed and the error's class."""
-
-SECRET_NAMES = frozenset({
-    "api_key", "apikey", "jina_api_key", "token", "password", "passwd", "secret", "secret_key",
-    "access_key", "secret_access_key", "aws_secret_access_key", "authorization", "session_token",
-})
-SECRET_ENV_VARS = ("JINA_API_KEY",)
-
-
-def check_no_secrets(obj: Any, where: str) -> None:
-    """Refuse to persist a secret-looking field name or the value of a secret environment variable."""
-    def walk(value: Any, path: str) -> None:
-        if isinstance(value, Mapping):
-            for key, item in value.items():
-                if str(key).lower() in SECRET_NAMES:
-                    raise ValueError(f"refusing to store field {path}{key!s} in the ledger ({where}): "
-                                     "it looks like a secret")
-                walk(item, f"{path}{key}.")
-        elif isinstance(value, list | tuple):
-            for item in value:
-                walk(item, path)
-
-    walk(obj, "")
-    text = json.dumps(obj, default=storage.json_default)
-    for name in SECRET_ENV_VARS:
-        secret = os.environ.get(name, "")
-        if len(secret) >= 8 and secret in text:
-            raise ValueError(f"refusing to store the value of ${name} in the ledger ({where})")
-
 
 class Ledger:
     """A job's checkpoint folder. Get one with :meth:`open` (a run) or :meth:`load` (read-only, for status)."""
 
-    def __init__(self, filesystem: pafs.FileSystem, root: str, location: str) -> None:
+    def __init__(self, filesystem: pafs.FileSystem, root: str, location: str,
+                 secret_envs: Sequence[str] = DEFAULT_SECRET_ENVS) -> None:
         self.filesystem = filesystem
         self.root = root
         self.location = location
         """The folder as the user gave it (a local path made absolute, or a URI)."""
+        self.secret_envs = tuple(secret_envs)
+        """Environment variables whose values must never be written here."""
+
+    def _guard(self, obj: Any, where: str) -> None:
+        check_no_secrets(obj, where, self.secret_envs)
 
     # ------------------------------------------------------------------ opening
     @classmethod
     def open(cls, location: str, fingerprint: str, fields: dict, *, restart: bool = False,
-             filesystem: pafs.FileSystem | None = None, storage_options: dict | None = None) -> Ledger:
+             filesystem: pafs.FileSystem | None = None, storage_options: dict | None = None,
+             secret_envs: Sequence[str] = DEFAULT_SECRET_ENVS) -> Ledger:
         """Open (or create) the ledger of the job with ``fingerprint``.
 
         Same fingerprint: reuse the finished shards. Another fingerprint: ``LedgerError`` listing the fields that
         differ, unless ``restart``, which deletes markers, dead letters, plan, heartbeat and report first.
         ``location`` is a local path or a URI; ``filesystem`` or ``storage_options`` work as in
-        :func:`embedder.storage.files.resolve` (S3 also honours ``$AWS_ENDPOINT_URL``).
+        :func:`embedder.storage.resolve` (S3 also honours ``$AWS_ENDPOINT_URL``). ``secret_envs``: the variables
+        whose values are refused in every file written (see :mod:`embedder.ledger.guard`).
         """
-        check_no_secrets(fields, FINGERPRINT_FILE)
+        check_no_secrets(fields, FINGERPRINT_FILE, secret_envs)
         ledger = cls._at(location, filesystem, storage_options)
+        ledger.secret_envs = tuple(secret_envs)
         try:
             existing = ledger.read_fingerprint()
         except LedgerError:
@@ -162,33 +143,37 @@ class Ledger:
         return {name[:-5] for name in storage.list_files(self.filesystem, self._path(DONE_DIR))
                 if name.endswith(".json") and not name.startswith((".", "_"))}
 
-    def done_markers(self) -> list[dict]:
-        """Every done marker's content, sorted by shard id (reads them in parallel)."""
-        def read(shard_id: str) -> dict | None:
-            return self._read_json(f"{DONE_DIR}/{shard_id}.json")
+    def done_markers(self) -> list[DoneMarker]:
+        """Every done marker, sorted by shard id (read in parallel)."""
+        def read(shard_id: str) -> DoneMarker | None:
+            data = self._read_json(f"{DONE_DIR}/{shard_id}.json")
+            return None if data is None else DoneMarker.from_dict(data)
 
         markers = storage.parallel_map(read, sorted(self.done_ids()), storage.io_threads(self.filesystem))
         return [m for m in markers if m is not None]  # a marker forgotten meanwhile is simply gone
 
-    def mark_done(self, shard_id: str, info: dict, failed_rows: pa.Table | None = None) -> None:
-        """Record ``shard_id`` as finished. Call only after every sink holds the shard.
+    def mark_done(self, marker: DoneMarker, dead_letters: pa.Table | None = None) -> None:
+        """Record a shard as finished. Call only after every sink holds the shard.
 
-        ``failed_rows`` (columns ``id``, ``_row``, ``file``, ``reason``, ``error_class``) replace the shard's
-        previous dead letters; none removes them. They are written before the marker, so a marker always has
-        its dead letters in place.
+        ``dead_letters`` (columns of :data:`~embedder.ledger.records.DEAD_LETTER_SCHEMA`; missing ones are null)
+        replace the shard's previous dead letters; none removes them. They are written before the marker, so a
+        marker always has its dead letters in place.
         """
-        storage.check_name(shard_id)
-        check_no_secrets(info, f"done marker of {shard_id}")
+        shard_id = storage.check_name(marker.shard_id)
+        if not marker.finished_at:
+            marker.finished_at = storage.now_iso()
+        data = marker.to_dict()
+        self._guard(data, f"done marker of {shard_id}")
         failed_path = self._failed_path(shard_id)
-        n_failed = 0 if failed_rows is None else failed_rows.num_rows
-        if n_failed:
+        marker.stats.failed = 0 if dead_letters is None else dead_letters.num_rows
+        data["failed"] = marker.stats.failed
+        if marker.stats.failed:
             buf = pa.BufferOutputStream()
-            pq.write_table(_dead_letters(shard_id, failed_rows), buf, compression="zstd")
+            pq.write_table(_conform(shard_id, dead_letters), buf, compression="zstd")  # type: ignore[arg-type]
             storage.write_atomic(self.filesystem, failed_path, buf.getvalue())
         else:
             storage.delete_files(self.filesystem, [failed_path])
-        marker = {"failed": n_failed, **info, "shard_id": shard_id, "finished_at": storage.now_iso()}
-        storage.write_json_atomic(self.filesystem, self._marker_path(shard_id), marker, indent=None)
+        storage.write_json_atomic(self.filesystem, self._marker_path(shard_id), data, indent=None)
 
     def forget(self, shard_ids: Iterable[str]) -> None:
         """Remove the done markers of ``shard_ids`` so the next run does them again (``--retry-failed``)."""
@@ -196,15 +181,15 @@ class Ledger:
 
     # ------------------------------------------------------------------ dead letters
     def failed_rows(self) -> pa.Table:
-        """All dead-letter rows of finished shards (:data:`FAILED_SCHEMA`; empty table when there are none)."""
+        """All dead-letter rows of finished shards (an empty table when there are none)."""
         paths = [self._failed_path(s) for s in sorted(self.failed_shard_ids())]
 
         def read(path: str) -> pa.Table | None:
             data = storage.read_bytes(self.filesystem, path)
-            return None if data is None else pq.read_table(pa.BufferReader(data), schema=FAILED_SCHEMA)
+            return None if data is None else pq.read_table(pa.BufferReader(data), schema=DEAD_LETTER_SCHEMA)
 
         tables = [t for t in storage.parallel_map(read, paths, storage.io_threads(self.filesystem)) if t is not None]
-        return pa.concat_tables(tables) if tables else FAILED_SCHEMA.empty_table()
+        return pa.concat_tables(tables) if tables else DEAD_LETTER_SCHEMA.empty_table()
 
     def failed_shard_ids(self) -> set[str]:
         """Finished shards that have dead-letter rows (one listing each of ``_failed/`` and ``done/``)."""
@@ -212,15 +197,26 @@ class Ledger:
         ids = {n[:-8] for n in names if n.endswith(".parquet") and not n.startswith((".", "_"))}
         return ids & self.done_ids()
 
-    def clear_failed(self, shard_ids: Iterable[str]) -> None:
-        """Delete the dead letters of ``shard_ids`` (after a retry made them succeed)."""
-        storage.delete_files(self.filesystem, [self._failed_path(storage.check_name(s)) for s in shard_ids])
+    def retire_failed(self, shard_ids: Iterable[str]) -> list[str]:
+        """Move the dead letters of ``shard_ids`` to ``_failed/history/``: kept for the record, no longer counted
+        (their shards left the plan: the file was fixed or removed). Returns the shard ids moved."""
+        moved = []
+        for shard_id in shard_ids:
+            source = self._failed_path(storage.check_name(shard_id))
+            data = storage.read_bytes(self.filesystem, source)
+            if data is None:
+                continue
+            storage.ensure_dir(self.filesystem, self._path(HISTORY_DIR))
+            storage.write_atomic(self.filesystem, self._path(f"{HISTORY_DIR}/{shard_id}.parquet"), data)
+            storage.delete_files(self.filesystem, [source])
+            moved.append(shard_id)
+        return moved
 
     # ------------------------------------------------------------------ plan, heartbeat, report
     def write_plan(self, summary: dict, shard_ids: list[str]) -> None:
         """Record this run's plan: ``summary`` (rows, files...) plus the shard ids, with ``shards`` and
         ``started_at`` filled in."""
-        check_no_secrets(summary, PLAN_FILE)
+        self._guard(summary, PLAN_FILE)
         plan = {**summary, "shards": len(shard_ids), "started_at": storage.now_iso()}
         if len(shard_ids) <= INLINE_SHARD_IDS:
             plan["shard_ids"] = list(shard_ids)
@@ -247,26 +243,28 @@ class Ledger:
             plan["shard_ids"] = pq.read_table(pa.BufferReader(data)).column("shard_id").to_pylist()
         return plan
 
-    def write_heartbeat(self, counters: dict) -> None:
-        """Save the running driver's counters. ``embedder status`` understands ``rows``, ``embedded``,
-        ``failed``, ``tokens``, ``shards_done``, ``shards_in_flight``, ``elapsed_s``, ``rows_per_s`` and
-        ``tokens_per_min``; other keys are shown as they are."""
-        check_no_secrets(counters, HEARTBEAT_FILE)
-        beat = {**counters, "updated_at": storage.now_iso(), "unix_time": time.time(),
-                "host": socket.gethostname(), "pid": os.getpid()}
-        storage.write_json_atomic(self.filesystem, self._path(HEARTBEAT_FILE), beat, indent=None)
+    def write_heartbeat(self, beat: Heartbeat) -> None:
+        """Save the running driver's progress; when, where and which process are filled in here."""
+        beat.updated_at, beat.unix_time = storage.now_iso(), time.time()
+        beat.host, beat.pid = socket.gethostname(), os.getpid()
+        data = beat.to_dict()
+        self._guard(data, HEARTBEAT_FILE)
+        storage.write_json_atomic(self.filesystem, self._path(HEARTBEAT_FILE), data, indent=None)
 
-    def read_heartbeat(self) -> dict | None:
-        return self._read_json(HEARTBEAT_FILE)
+    def read_heartbeat(self) -> Heartbeat | None:
+        data = self._read_json(HEARTBEAT_FILE)
+        return None if data is None else Heartbeat.from_dict(data)
 
-    def write_report(self, report: dict) -> None:
-        """Save the run report (``finished_at`` is added when missing)."""
-        check_no_secrets(report, REPORT_FILE)
-        storage.write_json_atomic(self.filesystem, self._path(REPORT_FILE),
-                                 {**report, "finished_at": report.get("finished_at") or storage.now_iso()})
+    def write_report(self, report: RunReport) -> None:
+        """Save the run report (``finished_at`` is filled in when empty)."""
+        report.finished_at = report.finished_at or storage.now_iso()
+        data = report.to_dict()
+        self._guard(data, REPORT_FILE)
+        storage.write_json_atomic(self.filesystem, self._path(REPORT_FILE), data)
 
-    def read_report(self) -> dict | None:
-        return self._read_json(REPORT_FILE)
+    def read_report(self) -> RunReport | None:
+        data = self._read_json(REPORT_FILE)
+        return None if data is None else RunReport.from_dict(data)
 
     # ------------------------------------------------------------------ paths
     def _path(self, name: str) -> str:
@@ -293,18 +291,18 @@ class Ledger:
         return f"Ledger({self.location!r})"
 
 
-def _dead_letters(shard_id: str, rows: pa.Table) -> pa.Table:
-    """``rows`` in :data:`FAILED_SCHEMA`: ids as text, the shard id added, missing columns null."""
+def _conform(shard_id: str, rows: pa.Table) -> pa.Table:
+    """``rows`` in :data:`DEAD_LETTER_SCHEMA`: ids as text, the shard id filled in, missing columns null."""
     n = rows.num_rows
     columns = []
-    for field in FAILED_SCHEMA:
+    for field in DEAD_LETTER_SCHEMA:
         if field.name == "shard_id":
             columns.append(pa.array([shard_id] * n, pa.string()))
         elif field.name in rows.column_names:
             columns.append(rows.column(field.name).cast(field.type))
         else:
             columns.append(pa.nulls(n, field.type))
-    return pa.Table.from_arrays(columns, schema=FAILED_SCHEMA)
+    return pa.Table.from_arrays(columns, schema=DEAD_LETTER_SCHEMA)
 
 
 def flatten_fields(fields: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -8,6 +8,9 @@ It is a stand-in for development, not the real API: same endpoints, validation, 
 Public pieces: :func:`embedder.mock_jina.vectors.embed_texts` (the vectors it returns),
 :func:`embedder.mock_jina.tokens.count_tokens` (its token rule) and
 :class:`embedder.mock_jina.testing.MockJinaServer` (run it in a subprocess from Python).
+
+May import: ``embedder.jina.models`` (the models' limits), ``embedder.errors``. Imported only by the CLI
+(``embedder mock-jina``, the demo), ``embedder.testing``, the tests and the benchmarks: never by the job.
 """
 
 from __future__ import annotations

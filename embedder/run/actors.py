@@ -101,11 +101,13 @@ class SinkWriter:
         return write_to_sinks(self.sinks, shard_id, table)
 
     def commit(self, shard_ids: Sequence[str], expected_rows: int | None = None,
-               deleted_ids: pa.Array | None = None) -> list[CommitReceipt]:
+               deleted_ids: pa.Array | None = None,
+               receipts: Sequence[Sequence[WriteReceipt]] = ()) -> list[CommitReceipt]:
         self.ready()
-        return commit_sinks(self.sinks, shard_ids, expected_rows, deleted_ids)
+        return commit_sinks(self.sinks, shard_ids, expected_rows, deleted_ids, receipts)
 
     def abort(self) -> None:
+        """The run failed or was interrupted: each sink lets go of what it holds (finished shards stay)."""
         for sink in self.sinks:
             sink.abort()
 

@@ -1,91 +1,72 @@
-"""Live progress: a redrawn line on a terminal, one log line every few seconds elsewhere (Ray job logs)."""
+"""Live progress: the driver's counters, their rates, and how they are shown while the job runs.
+
+:class:`ProgressTracker` keeps a :class:`~embedder.ledger.records.Progress` record up to date from each finished
+shard's stats; :meth:`ProgressTracker.snapshot` fills in the rates. The same record goes into the heartbeat, the
+run report and ``embedder status``. :class:`ProgressDisplay` draws it: redrawn in place on a terminal, one log line
+every few seconds elsewhere (Ray job logs).
+"""
 
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import TextIO
 
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds or seconds == float("inf"):
-        return "?"
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+from embedder import humanize
+from embedder.ledger import Progress, ShardStats
 
 
-def _count(value: float) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= size:
-            return f"{value / size:.1f}{unit}"
-    return f"{value:.0f}"
+class ProgressTracker:
+    """Counts what finished shards report; derives rates, the ETA and the cost when asked for a snapshot."""
+
+    def __init__(self, progress: Progress, *, price_per_million_tokens: float) -> None:
+        self.progress = progress
+        self.price_per_million_tokens = price_per_million_tokens
+        self.started = time.monotonic()
+
+    def count(self, stats: ShardStats) -> None:
+        """One shard written and marked done."""
+        p = self.progress
+        p.shards_done += 1
+        p.rows_done += stats.rows
+        p.rows_embedded += stats.embedded
+        p.rows_copied += stats.copied
+        p.rows_failed += stats.failed
+        p.tokens += stats.tokens
+        p.requests += stats.requests
+        p.retries += stats.retries
+
+    def snapshot(self) -> Progress:
+        """The record with its rates brought up to date (the same object: cheap, and always current)."""
+        p = self.progress
+        p.elapsed_s = round(time.monotonic() - self.started, 1)
+        p.rows_per_s = round(p.rows_done / p.elapsed_s, 1) if p.elapsed_s > 0 else 0.0
+        remaining = p.rows_total - p.rows_skipped - p.rows_done
+        p.eta_s = round(remaining / p.rows_per_s, 1) if p.rows_per_s > 0 else None
+        p.cost_usd = round(p.tokens / 1e6 * self.price_per_million_tokens, 6)
+        todo = p.rows_total - p.rows_skipped
+        p.projected_cost_usd = round(p.cost_usd * todo / p.rows_done, 6) if p.rows_done else 0.0
+        return p
 
 
-@dataclass
-class ProgressState:
-    """Counters of the running job, as the driver sees them."""
-
-    shards_total: int
-    rows_total: int
-    shards_skipped: int = 0  # already done by an earlier run
-    rows_skipped: int = 0
-    shards_done: int = 0
-    rows_done: int = 0
-    rows_embedded: int = 0
-    rows_copied: int = 0  # incremental runs: unchanged rows whose vectors were kept
-    rows_failed: int = 0
-    tokens: int = 0
-    requests: int = 0
-    retries: int = 0
-    rate_limited: int = 0
-    tokens_last_minute: int = 0
-    tpm_limit: int = 0
-    price_per_million_tokens: float = 0.0
-    started: float = field(default_factory=time.monotonic)
-
-    def rows_per_s(self) -> float:
-        elapsed = time.monotonic() - self.started
-        return self.rows_done / elapsed if elapsed > 0 else 0.0
-
-    def eta_s(self) -> float | None:
-        rate = self.rows_per_s()
-        remaining = self.rows_total - self.rows_skipped - self.rows_done
-        return remaining / rate if rate > 0 else None
-
-    def estimated_cost(self) -> float:
-        """Dollars for the whole run: tokens so far, extrapolated over the rows still to do."""
-        todo = self.rows_total - self.rows_skipped
-        projected = self.tokens * todo / self.rows_done if self.rows_done else 0
-        return projected / 1e6 * self.price_per_million_tokens
-
-    def as_dict(self) -> dict:
-        data = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "started"}
-        data.update(elapsed_s=round(time.monotonic() - self.started, 1), rows_per_s=round(self.rows_per_s(), 1),
-                    eta_s=None if self.eta_s() is None else round(self.eta_s() or 0, 1),
-                    estimated_cost_usd=round(self.estimated_cost(), 6))
-        return data
-
-    def line(self) -> str:
-        done_shards = self.shards_done + self.shards_skipped
-        done_rows = self.rows_done + self.rows_skipped
-        percent = 100.0 * done_rows / self.rows_total if self.rows_total else 100.0
-        tpm = f"{_count(self.tokens_last_minute)}/{_count(self.tpm_limit)} tok/min" if self.tpm_limit else \
-            f"{_count(self.tokens_last_minute)} tok/min"
-        return (f"{percent:5.1f}% shards {done_shards}/{self.shards_total} rows {_count(done_rows)}/"
-                f"{_count(self.rows_total)} | {self.rows_per_s():,.0f} rows/s | {tpm} | 429s {self.rate_limited} "
-                f"| retries {self.retries} | failed {self.rows_failed} | ETA {_duration(self.eta_s())} "
-                f"| ~${self.estimated_cost():.4f}")
+def progress_line(p: Progress) -> str:
+    """One line: percent, shards, rows, rates, 429s, retries, failures, ETA, spent and projected cost."""
+    done_shards = p.shards_done + p.shards_skipped
+    done_rows = p.rows_done + p.rows_skipped
+    percent = 100.0 * done_rows / p.rows_total if p.rows_total else 100.0
+    tpm = humanize.count(p.tokens_last_minute) + (f"/{humanize.count(p.tpm_limit)}" if p.tpm_limit else "")
+    return (f"{percent:5.1f}% shards {done_shards}/{p.shards_total} rows {humanize.count(done_rows)}/"
+            f"{humanize.count(p.rows_total)} | {p.rows_per_s:,.0f} rows/s | {tpm} tok/min | 429s {p.rate_limited} "
+            f"| retries {p.retries} | failed {p.rows_failed} | ETA {humanize.duration(p.eta_s)} "
+            f"| spent {humanize.dollars(p.cost_usd)} of ~{humanize.dollars(p.projected_cost_usd)} projected")
 
 
 class ProgressDisplay:
-    """Draws :class:`ProgressState`: redrawn in place on a terminal, else a log line every ``interval_s``."""
+    """Draws the tracker's snapshot: redrawn in place on a terminal, else a log line every ``interval_s``."""
 
-    def __init__(self, state: ProgressState, *, stream: TextIO | None = None, interval_s: float = 5.0,
+    def __init__(self, tracker: ProgressTracker, *, stream: TextIO | None = None, interval_s: float = 5.0,
                  tty: bool | None = None) -> None:
-        self.state = state
+        self.tracker = tracker
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
         self.interval_s = 0.5 if self.tty else interval_s
@@ -96,10 +77,8 @@ class ProgressDisplay:
         if not force and now - self._last < self.interval_s:
             return
         self._last = now
-        if self.tty:
-            self.stream.write("\r\x1b[2K" + self.state.line())
-        else:
-            self.stream.write(f"[embedder] {self.state.line()}\n")
+        line = progress_line(self.tracker.snapshot())
+        self.stream.write("\r\x1b[2K" + line if self.tty else f"[embedder] {line}\n")
         self.stream.flush()
 
     def close(self) -> None:

@@ -19,12 +19,12 @@ from embedder.config import SourceConfig
 from embedder.incremental.classify import content_hashes, copy_vectors, shard_assignment
 from embedder.jina.client import EmbedOptions, JinaClient, RetryPolicy
 from embedder.jina.embedding import Embedder, EmbedResult
+from embedder.ledger import ShardStats
+from embedder.run.gate import RemoteGate
+from embedder.run.output import dead_letters, output_table
 from embedder.secrets import Secret
 from embedder.source.reader import read_shard
 from embedder.source.shards import Shard
-
-FAILED_SCHEMA = pa.schema([("id", pa.string()), ("_row", pa.int64()), ("file", pa.string()),
-                           ("reason", pa.string()), ("error_class", pa.string())])
 
 
 @dataclass(frozen=True)
@@ -41,81 +41,19 @@ class WorkerSettings:
     request_concurrency: int = 4
     storage_options: dict[str, Any] | None = field(default=None, hash=False)
     content_key: str = ""
+    """Hash of the fields that shape a vector (model, task, dimensions...): part of every ``content_hash``."""
     incremental_dir: str | None = None
     """An incremental run's classification (a location in the ledger): which rows to copy instead of embed."""
     previous_output: str | None = None
     """The Parquet output whose current version holds the vectors to copy."""
-    """Hash of the fields that shape a vector (model, task, dimensions...): part of every ``content_hash``."""
 
 
-class RemoteGate:
-    """The client's request gate, backed by the job's rate-limiter actor."""
+@dataclass
+class ShardOutcome:
+    """A worker's answer besides the output table: the shard's stats and its dead-letter rows."""
 
-    def __init__(self, limiter: Any, owner: str | None = None) -> None:
-        self.limiter = limiter
-        self.owner = owner
-        """Names the worker holding the permits, so its restarted successor can return what it held."""
-
-    async def acquire(self, estimated_tokens: int) -> Any:
-        if self.owner is None:
-            ref = self.limiter.acquire.remote(estimated_tokens)
-        else:
-            ref = self.limiter.acquire.remote(estimated_tokens, self.owner)
-        granted = asyncio.ensure_future(_await(ref))
-        try:
-            return await asyncio.shield(granted)
-        except asyncio.CancelledError:
-            # Cancelled while waiting (a sibling request of the shard failed): the limiter still grants the permit
-            # later, to nobody. Hand it back when it comes, or it stays "in flight" until its lease runs out and
-            # the concurrency cap starves every worker of the job.
-            granted.add_done_callback(self._give_back)
-            raise
-
-    def _give_back(self, granted: asyncio.Future) -> None:
-        if not granted.cancelled() and granted.exception() is None and granted.result() is not None:
-            self.limiter.release.remote(granted.result(), None)
-
-    async def release(self, permit: Any, used_tokens: int | None, rate_limited_after: float | None = None,
-                      rate_limited_kind: str | None = None) -> None:
-        # not awaited: the worker need not wait for the bookkeeping round trip
-        self.limiter.release.remote(permit, used_tokens, rate_limited_after, rate_limited_kind)
-
-
-async def _await(ref: Any) -> Any:
-    return await ref
-
-
-def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:
-    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), type=pa.float32())
-    return pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
-
-
-def output_table(rows: pa.Table, vectors: np.ndarray, ok: np.ndarray, passthrough: tuple[str, ...],
-                 hashes: pa.Array | None = None, copied: np.ndarray | None = None) -> pa.Table:
-    """``id``, ``vector`` (fixed_size_list<float32>[dim]), ``content_hash`` and the passthrough columns of the rows
-    embedded."""
-    mask = pa.array(ok)
-    columns = {"id": rows.column("id").filter(mask), "vector": vectors_to_arrow(vectors[ok])}
-    if hashes is not None:
-        columns["content_hash"] = hashes.filter(mask)
-    for name in passthrough:
-        columns[name] = rows.column(name).filter(mask)
-    if copied is not None:  # an incremental run: rows taken over from the previous version (see sinks.fanout)
-        columns["_copied"] = pa.array(copied[ok])
-    return pa.table(columns)
-
-
-def failed_table(rows: pa.Table, shard: Shard, failures: list) -> pa.Table:
-    if not failures:
-        return FAILED_SCHEMA.empty_table()
-    indices = pa.array([failure.index for failure in failures], type=pa.int64())
-    return pa.table({
-        "id": rows.column("id").take(indices).cast(pa.string()),
-        "_row": rows.column("_row").take(indices),
-        "file": pa.array([shard.file.uri] * len(failures), type=pa.string()),
-        "reason": pa.array([failure.reason for failure in failures], type=pa.string()),
-        "error_class": pa.array([failure.error_class for failure in failures], type=pa.string()),
-    }, schema=FAILED_SCHEMA)
+    stats: ShardStats
+    dead_letters: pa.Table
 
 
 class EmbedWorker:
@@ -142,8 +80,8 @@ class EmbedWorker:
                                       concurrency=settings.request_concurrency)
         return self._embedder
 
-    async def embed_shard(self, shard: Shard) -> tuple[pa.Table, dict[str, Any]]:
-        """The shard's output table and its counters (with the dead-letter rows under ``failed_rows``)."""
+    async def embed_shard(self, shard: Shard) -> tuple[pa.Table, ShardOutcome]:
+        """The shard's output table (for the sinks), and its stats and dead letters (for the ledger)."""
         started = time.perf_counter()
         rows = await asyncio.to_thread(read_shard, shard, self.settings.source,
                                        storage_options=self.settings.storage_options)
@@ -156,15 +94,12 @@ class EmbedWorker:
             result, copied = await self._embed_around(texts, *copies)
         table = output_table(rows, result.vectors, result.ok, self.settings.source.passthrough,
                              content_hashes(texts, self.settings.content_key), copied)
-        stats = {
-            "shard_id": shard.shard_id, "rows": rows.num_rows, "embedded": table.num_rows,
-            "failed": len(result.failures), "tokens": result.tokens, "requests": result.requests,
-            "attempts": result.attempts, "rate_limited": result.rate_limited, "splits": result.splits,
-            "copied": 0 if copied is None else int(copied.sum()), "read_s": round(read_s, 3),
-            "seconds": round(time.perf_counter() - started, 3),
-            "failed_rows": failed_table(rows, shard, result.failures),
-        }
-        return table, stats
+        stats = ShardStats(
+            shard.shard_id, rows=rows.num_rows, embedded=table.num_rows, failed=len(result.failures),
+            tokens=result.tokens, requests=result.requests, attempts=result.attempts,
+            rate_limited=result.rate_limited, splits=result.splits, copied=0 if copied is None else int(copied.sum()),
+            read_s=round(read_s, 3), seconds=round(time.perf_counter() - started, 3))
+        return table, ShardOutcome(stats, dead_letters(rows, shard, result.failures))
 
     def _copies(self, shard: Shard) -> tuple[np.ndarray, np.ndarray] | None:
         """In an incremental run: positions of the shard's unchanged rows and their previous vectors."""

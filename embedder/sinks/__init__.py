@@ -1,4 +1,16 @@
-"""Destinations for embedded shards: the :class:`Sink` life (start → write → commit / abort) and its receipts."""
+"""The sinks: where finished shards go. Every sink has the same life, like Ray Data's ``Datasink``:
+start → write (per shard, idempotent, a typed receipt) → commit (once, after a complete run) / abort.
+
+    base.py           the :class:`Sink` life and its receipts
+    parquet.py        one part file per shard and a versioned manifest
+    milvus.py         upserts by id into a Milvus collection (Milvus Lite for a local path)
+    milvus_schema.py  Arrow columns as Milvus fields, the check of an existing collection, protobuf encoding
+    fanout.py         one shard to every sink of a job, one commit to all
+    factory.py        sinks from the job's configuration (each sink takes its own config section)
+
+May import: ``embedder.config``, ``embedder.storage``, ``embedder.errors``, ``embedder.secrets``; pymilvus only in
+the Milvus modules.
+"""
 
 from __future__ import annotations
 

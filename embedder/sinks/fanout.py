@@ -11,8 +11,8 @@ from embedder.sinks.base import CommitReceipt, Sink, WriteReceipt
 
 
 def write_to_sinks(sinks: Sequence[Sink], shard_id: str, table: pa.Table) -> list[WriteReceipt]:
-    """Every sink gets the shard; one that keeps earlier rows gets only those this run embedded (``_copied`` marks
-    the rows an incremental run took over unchanged from the previous version)."""
+    """Every sink gets the shard (receipts in sink order); one that keeps earlier rows gets only those this run
+    embedded (``_copied`` marks the rows an incremental run took over unchanged from the previous version)."""
     copied = table.column("_copied") if "_copied" in table.column_names else None
     whole = table.drop_columns(["_copied"]) if copied is not None else table
     receipts = []
@@ -23,8 +23,11 @@ def write_to_sinks(sinks: Sequence[Sink], shard_id: str, table: pa.Table) -> lis
 
 
 def commit_sinks(sinks: Sequence[Sink], shard_ids: Sequence[str], expected_rows: int | None,
-                 deleted_ids: pa.Array | None) -> list[CommitReceipt]:
+                 deleted_ids: pa.Array | None, receipts: Sequence[Sequence[WriteReceipt]] = ()) -> list[CommitReceipt]:
+    """Delete an incremental run's vanished ids, then commit each sink with the write receipts it gave (per sink,
+    in sink order: a sink actor restarted during the run has forgotten what it wrote)."""
     if deleted_ids is not None and len(deleted_ids):
         for sink in sinks:
             sink.delete_ids(deleted_ids)
-    return [sink.commit(shard_ids, expected_rows=expected_rows) for sink in sinks]
+    given = list(receipts) or [()] * len(sinks)
+    return [sink.commit(shard_ids, mine, expected_rows=expected_rows) for sink, mine in zip(sinks, given, strict=True)]

@@ -1,0 +1,44 @@
+"""The ledger's guard: nothing that looks like a secret is ever written into a checkpoint folder.
+
+Refused: a field whose name looks like a secret (``api_key``, ``token``, ``password``...), and the value of any
+environment variable a secret may come from (the Jina key's variables, the Milvus token's) anywhere in the text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from embedder import storage
+
+SECRET_NAMES = frozenset({
+    "api_key", "apikey", "jina_api_key", "token", "password", "passwd", "secret", "secret_key",
+    "access_key", "secret_access_key", "aws_secret_access_key", "authorization", "session_token",
+})
+DEFAULT_SECRET_ENVS = ("JINA_API_KEY", "JINAAI_API_KEY", "MILVUS_TOKEN")
+"""Variables always guarded; a job adds the ones its configuration names (``embedding.api_key_env``...)."""
+MIN_SECRET_LENGTH = 8
+"""Shorter values (``1``, ``true``) would match everywhere and protect nothing."""
+
+
+def check_no_secrets(obj: Any, where: str, secret_envs: Iterable[str] = DEFAULT_SECRET_ENVS) -> None:
+    """``ValueError`` when ``obj`` has a secret-looking field name or holds a secret variable's value."""
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                if str(key).lower() in SECRET_NAMES:
+                    raise ValueError(f"refusing to store field {path}{key!s} in the ledger ({where}): "
+                                     "it looks like a secret")
+                walk(item, f"{path}{key}.")
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item, path)
+
+    walk(obj, "")
+    text = json.dumps(obj, default=storage.json_default)
+    for name in dict.fromkeys((*DEFAULT_SECRET_ENVS, *secret_envs)):
+        secret = os.environ.get(name, "")
+        if len(secret) >= MIN_SECRET_LENGTH and secret in text:
+            raise ValueError(f"refusing to store the value of ${name} in the ledger ({where})")

@@ -1,0 +1,92 @@
+"""Embedding on Ray: start (or join) the cluster, start the job's actors, run the driver, commit through the sink
+actor, and take every actor down at the end.
+
+One of the three modules that import Ray (with :mod:`.actors` and :mod:`.driver`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import uuid
+from typing import Any, TextIO
+
+import pyarrow as pa
+import ray
+
+from embedder.run import actors
+from embedder.run.driver import Driver, unwrap
+from embedder.run.execution import RunOutcome
+from embedder.run.limiter import Limits
+from embedder.run.prepare import PreparedJob
+from embedder.run.progress import ProgressDisplay
+from embedder.sinks.base import CommitReceipt, WriteReceipt
+from embedder.source.shards import Shard
+
+
+def init_ray() -> None:
+    """Join the cluster named by ``$RAY_ADDRESS``, else start a local one (without a dashboard: it starts faster,
+    and nothing here needs it)."""
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    kwargs: dict[str, Any] = {"address": address} if address else {"include_dashboard": False}
+    ray.init(logging_level=logging.WARNING, log_to_driver=True, **kwargs)
+
+
+class RayExecution:
+    """The job's actors on Ray: one rate limiter, the embedding workers and one sink actor."""
+
+    def __init__(self, job: PreparedJob, out: TextIO) -> None:
+        config = job.config
+        init_ray()
+        limits = config.limits
+        self.limiter_name = f"embedder-limiter-{uuid.uuid4().hex[:12]}"
+        # a permit held far longer than one request can take belongs to a lost request: the limiter takes it back
+        lease_s = 2 * config.embedding.timeout_s + 60
+        self.limiter = actors.limiter_actor(Limits(rpm=limits.rpm, tpm=limits.tpm,
+                                                   max_concurrency=limits.max_concurrency), self.limiter_name, lease_s)
+        self.workers = actors.worker_actors(config.workers.count, config.workers.cpus_per_worker,
+                                            job.worker_settings, job.key, self.limiter_name)
+        self.sink = actors.sink_actor(job.sinks, job.sink_info)
+        self.job = job
+        self.display = ProgressDisplay(job.tracker, stream=out, interval_s=config.progress.interval_s)
+        try:  # a sink that refuses its destination fails here, before any request
+            ray.get(self.sink.ready.remote())
+        except Exception as exc:
+            self.close()
+            raise unwrap(exc) from None
+
+    def execute(self, todo: list[Shard]) -> RunOutcome:
+        driver = Driver(workers=self.workers, sink=self.sink, limiter=self.limiter, ledger=self.job.ledger,
+                        tracker=self.job.tracker, display=self.display,
+                        max_in_flight=self.job.config.workers.effective_max_shards_in_flight,
+                        sink_count=len(self.job.sinks))
+        try:
+            return driver.run(todo)
+        finally:
+            self.display.close()
+
+    def commit(self, shard_ids: list[str], expected_rows: int, deleted_ids: pa.Array | None,
+               receipts: list[list[WriteReceipt]]) -> list[CommitReceipt]:
+        try:
+            return ray.get(self.sink.commit.remote(shard_ids, expected_rows, deleted_ids, receipts))
+        except Exception as exc:
+            raise unwrap(exc) from None
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            ray.get(self.sink.abort.remote(), timeout=60)
+
+    def close(self) -> None:
+        for handle in [*getattr(self, "workers", []), getattr(self, "sink", None), self.limiter]:
+            if handle is not None:
+                with contextlib.suppress(Exception):
+                    ray.kill(handle, no_restart=True)
+
+    def __enter__(self) -> RayExecution:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
