@@ -8,10 +8,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
+from embedder.config import SourceConfig
 from embedder.incremental import classify as incremental
 from embedder.incremental.classify import classify, content_hashes, copy_vectors, shard_assignment
 from embedder.source.files import discover_files
-from embedder.config import SourceConfig
 from embedder.source.shards import plan_shards
 
 KEY = "k" * 64

@@ -2,7 +2,8 @@
 the demo and the examples use.
 
 A subcommand module has ``add_arguments(parser)`` and ``run(args) -> int``, and imports what it needs only inside
-``run``. :func:`embedder.cli.main.main` turns every :class:`~embedder.errors.EmbedderError` into one line and exit code 2.
+``run``. :func:`embedder.cli.main.main` turns every :class:`~embedder.errors.EmbedderError` into one line and
+exit code 2.
 
 May import: every stage below it, and ``embedder.mock_jina`` (the demo and ``embedder mock-jina``).
 """
