@@ -40,7 +40,8 @@ def test_rows_are_classified_and_unchanged_vectors_copied(tmp_path, monkeypatch,
     shards = plan_shards(discover_files(str(src)), 100)
     fs = pafs.LocalFileSystem()
     result = classify(old_parts=[str(old_dir / "part-a.parquet"), str(old_dir / "part-b.parquet")], old_fs=fs,
-                      shards=shards, source=SourceConfig(path="unused"), content_key=KEY, ledger_fs=fs, workdir=str(tmp_path / "w"))
+                      shards=shards, source=SourceConfig(path="unused"), content_key=KEY, ledger_fs=fs,
+                      workdir=str(tmp_path / "w"))
     assert (result.new, result.changed, result.unchanged, result.deleted) == (1, 1, 4, 1)
     assert pq.read_table(result.deleted_ids_file)["id"].to_pylist() == ["d"]
 

@@ -19,8 +19,14 @@ EXPORTS = [
 HEAVY = ("ray", "pymilvus", "pyarrow", "milvus_lite", "grpc")
 
 
+REPORT = ("import json, sys; print(json.dumps({'heavy': sorted({m.split('.')[0] for m in sys.modules} & set(HEAVY)), "
+          "'modules': sorted(m for m in sys.modules if m.startswith('embedder'))}))")
+"""Appended to the code a fresh interpreter runs: which heavy packages and which of ours it loaded."""
+
+
 def _fresh_python(code: str) -> dict:
-    out = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
+    program = f"{code}\nHEAVY = {HEAVY!r}\n{REPORT}"
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", program], capture_output=True, text=True,
                          check=True)
     total_us = 0
     for line in out.stderr.splitlines():  # "import time: self [us] | cumulative | imported package"
@@ -42,10 +48,7 @@ def test_the_export_list_is_the_documented_one_and_every_name_resolves():
 def test_importing_the_library_loads_no_heavy_package(record_property):
     """``import embedder`` costs what the interpreter needs for its own module: no Ray, pymilvus, pyarrow. The
     import time is recorded as a figure (``-X importtime``), not asserted: this machine is shared and noisy."""
-    code = ("import json, sys, embedder; "
-            "print(json.dumps({'heavy': sorted({m.split('.')[0] for m in sys.modules} & set(%r)), "
-            "'modules': sorted(m for m in sys.modules if m.startswith('embedder'))}))" % (HEAVY,))
-    found = _fresh_python(code)
+    found = _fresh_python("import embedder")
     assert found["heavy"] == []
     assert found["modules"] == ["embedder"]  # the public names load their modules on first use
     record_property("import_embedder_us", found["import_us"])
@@ -53,7 +56,5 @@ def test_importing_the_library_loads_no_heavy_package(record_property):
 
 
 def test_the_function_and_the_config_load_without_ray_or_pymilvus():
-    code = ("import json, sys; from embedder import JinaEmbeddingFunction, load_job, ConfigError; "
-            "print(json.dumps({'heavy': sorted({m.split('.')[0] for m in sys.modules} & set(%r)), "
-            "'modules': []}))" % (HEAVY,))
-    assert _fresh_python(code)["heavy"] == []
+    found = _fresh_python("from embedder import JinaEmbeddingFunction, load_job, ConfigError")
+    assert found["heavy"] == []
