@@ -144,7 +144,7 @@ def _expects_string(path: Sequence[str | int]) -> bool:
         classes = [SECTIONS[str(path[0])]]
     else:
         return False
-    return any(typing.get_type_hints(cls).get(name) in (str, str | None) for cls in classes)
+    return any(typing.get_type_hints(cls).get(str(name)) in (str, str | None) for cls in classes)
 
 
 def _apply_environment(data: dict[str, Any], environ: Mapping[str, str], ctx: Context) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 try:  # orjson (a pymilvus dependency) encodes a request body ~20x and parses a response ~2-10x faster than json
     import orjson
 except ImportError:  # pragma: no cover - the stdlib path below is the same, only slower
-    orjson = None
+    orjson = None  # type: ignore[assignment]
 
 from embedder.errors import (
     FatalError,
@@ -271,18 +271,21 @@ def error_from_response(status: int, headers: Mapping[str, str], content: bytes)
     if data.get("errors"):
         detail = f"{detail}: " + "; ".join(
             f"{e.get('field')}: {e.get('message')}" for e in data["errors"] if isinstance(e, dict))
-    fields = {"status": status, "code": code, "detail": detail, "request_id": data.get("request_id")}
+    code = str(code) if code is not None else None
+    request_id = str(data["request_id"]) if data.get("request_id") is not None else None
     message = f"HTTP {status}{f' {code}' if code else ''}: {detail}"
     if status == 429:
         kind = (code or "RATE_LIMIT_EXCEEDED").removeprefix("RATE_").removesuffix("_LIMIT_EXCEEDED").lower()
-        return RateLimited(message, kind=kind, retry_after=_retry_after(headers), **fields)
+        return RateLimited(message, kind=kind, retry_after=_retry_after(headers), status=status, code=code,
+                           detail=detail, request_id=request_id)
+    kind_of: type[JinaError] = InputRejected
     if status in (401, 402, 403) or code == "INPUT_MODEL_NOT_FOUND":
-        return FatalError(message, **fields)
-    if status == 422:
-        return ValidationError(message, **fields)
-    if status >= 500 or status == 408:
-        return TransientError(message, **fields)
-    return InputRejected(message, **fields)
+        kind_of = FatalError
+    elif status == 422:
+        kind_of = ValidationError
+    elif status >= 500 or status == 408:
+        kind_of = TransientError
+    return kind_of(message, status=status, code=code, detail=detail, request_id=request_id)
 
 
 def decode_response(content: bytes, expected: int, options: EmbedOptions) -> EmbeddingResponse:

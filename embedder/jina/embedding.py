@@ -111,12 +111,13 @@ class Embedder:
 
     async def _run(self, texts: Sequence[str | None], indices: list[int], result: EmbedResult,
                    semaphore: asyncio.Semaphore, *, splittable: bool) -> None:
-        inputs = [texts[i] for i in indices]
-        chars = sum(len(text) for text in inputs)  # type: ignore[arg-type]
-        estimated = int(self.estimator.estimate_lengths(np.array([len(t) for t in inputs])).sum())  # type: ignore
+        inputs = [str(texts[i]) for i in indices]  # only valid (string) texts are sent
+        lengths = np.array([len(text) for text in inputs])
+        chars = int(lengths.sum())
+        estimated = int(self.estimator.estimate_lengths(lengths).sum())
         try:
             async with semaphore:
-                response = await self.client.embed(inputs, self.options, estimated)  # type: ignore[arg-type]
+                response = await self.client.embed(inputs, self.options, estimated)
         except InputRejected as exc:
             if len(indices) == 1 or not splittable:
                 for index in indices:

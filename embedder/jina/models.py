@@ -1,8 +1,8 @@
 """What the client and the local server know about each Jina embedding model.
 
-These are the limits of ``../shared/JINA_API.md``. They are defaults, not constants: the batching options of the
-client override ``max_inputs``; an unknown model name gets :data:`GENERIC` so a model Jina adds later still works
-(the API itself then decides what it accepts).
+These are the limits of ``docs/jina-api.md`` (gathered from Jina's public documents and clients). They are defaults,
+not constants: the batching options of the client override ``max_inputs``; an unknown model name gets
+:data:`GENERIC` so a model Jina adds later still works (the API itself then decides what it accepts).
 """
 
 from __future__ import annotations

@@ -169,7 +169,7 @@ class Ledger:
         data["failed"] = marker.stats.failed
         if marker.stats.failed:
             buf = pa.BufferOutputStream()
-            pq.write_table(_conform(shard_id, dead_letters), buf, compression="zstd")  # type: ignore[arg-type]
+            pq.write_table(_conform(shard_id, dead_letters), buf, compression="zstd")
             storage.write_atomic(self.filesystem, failed_path, buf.getvalue())
         else:
             storage.delete_files(self.filesystem, [failed_path])

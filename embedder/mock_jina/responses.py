@@ -12,7 +12,7 @@ from aiohttp import web
 try:  # orjson (a pymilvus dependency) writes float32 arrays ~10x faster than json
     import orjson
 except ImportError:  # pragma: no cover - the plain json path is the fallback
-    orjson = None
+    orjson = None  # type: ignore[assignment]
 
 
 def _default(value: Any) -> Any:

@@ -15,69 +15,12 @@ import pyarrow as pa
 import ray
 
 from embedder.jina.embedding import Embedder
-from embedder.run.limiter import Limits, RateLimiter
-from embedder.run.worker import EmbedWorker, WorkerSettings
+from embedder.run.limiter import Limits, SharedLimiter
+from embedder.run.worker import EmbedWorker, ShardOutcome, WorkerSettings
 from embedder.secrets import Secret
 from embedder.sinks.base import CommitReceipt, Sink, SinkStartInfo, WriteReceipt
 from embedder.sinks.fanout import commit_sinks, write_to_sinks
-
-_RETURNED = object()
-
-
-class LimiterActor(RateLimiter):
-    """One per job: every worker on every node asks it before each request (async actor: no thread per call).
-
-    A worker that dies while it holds permits never returns them; they would count as requests in flight for
-    ever, and the concurrency cap and the sliding window would never free them: the whole job would stall. So
-    each permit is recorded with its owner, ``<worker name>/<incarnation>``. A restarted worker registers its new
-    incarnation before it asks for anything (:meth:`register`): the permits of its earlier incarnations go back,
-    and so does any permit an earlier incarnation's still-waiting ``acquire`` is granted later (Ray does not
-    cancel the calls of a dead caller). Any permit held longer than ``lease_s`` (far longer than one request may
-    take) is retired by the window itself (:class:`~embedder.run.limiter.RateWindow`): a safety net for losses no one
-    reports.
-    """
-
-    CHECK_S = 5.0
-    """How often a waiting ``acquire`` checks that its caller is still alive."""
-
-    def __init__(self, limits: Limits, lease_s: float | None = None) -> None:
-        super().__init__(limits, **({"lease_s": lease_s} if lease_s else {}))
-        self._held: dict[int, str | None] = {}  # permit -> owner
-        self._live: dict[str, str] = {}  # worker name -> its current incarnation
-
-    async def acquire(self, estimated_tokens: int, owner: str | None = None) -> int | None:
-        while True:
-            if self._is_dead(owner):
-                return None  # nobody is waiting for this answer
-            try:  # cancelled only while waiting, never between a grant and its return
-                permit = await asyncio.wait_for(super().acquire(estimated_tokens), timeout=self.CHECK_S)
-            except TimeoutError:
-                continue
-            self._held[permit] = owner
-            if self._is_dead(owner):
-                await self.release(permit, None)
-            return permit
-
-    async def release(self, permit: int, used_tokens: int | None, rate_limited_after: float | None = None,
-                      rate_limited_kind: str | None = None) -> None:
-        if self._held.pop(permit, _RETURNED) is not _RETURNED:  # a permit taken back is not released twice
-            await super().release(permit, used_tokens, rate_limited_after, rate_limited_kind)
-
-    async def register(self, owner: str) -> int:
-        """``owner`` (``<worker name>/<incarnation>``) is its worker's live incarnation from now on; the permits
-        earlier incarnations hold go back as failed attempts. Returns how many."""
-        worker, _, incarnation = owner.partition("/")
-        self._live[worker] = incarnation
-        permits = [permit for permit, held_by in self._held.items() if self._is_dead(held_by)]
-        for permit in permits:
-            await self.release(permit, None)
-        return len(permits)
-
-    def _is_dead(self, owner: str | None) -> bool:
-        if owner is None:
-            return False
-        worker, _, incarnation = owner.partition("/")
-        return self._live.get(worker, incarnation) != incarnation
+from embedder.source.shards import Shard
 
 
 class SinkWriter:
@@ -134,7 +77,7 @@ class RayEmbedWorker(EmbedWorker):
             self._limiter = ray.get_actor(self._limiter_name)
         return super()._get_embedder()
 
-    async def embed_shard(self, shard: Any) -> tuple[pa.Table, dict[str, Any]]:
+    async def embed_shard(self, shard: Shard) -> tuple[pa.Table, ShardOutcome]:
         # Before this incarnation asks for any permit, the limiter learns it is the live one, and takes back what
         # a dead predecessor held (only the worker of the same name can tell). Every call waits for that.
         if self._registered is None:
@@ -145,22 +88,27 @@ class RayEmbedWorker(EmbedWorker):
     async def _register(self) -> None:
         if self.owner is not None:
             self._get_embedder()
+            assert self._limiter is not None  # found by name in _get_embedder
             await self._limiter.register.remote(self.owner)
+
+
+LimiterActor = SharedLimiter
+"""What the limiter actor runs (the permits' bookkeeping is plain Python, tested without Ray)."""
 
 
 def limiter_actor(limits: Limits, name: str, lease_s: float | None = None) -> Any:
     # many concurrent acquire() calls wait inside the actor's event loop; none blocks another.
     # Restarted when its node is lost (it holds no state worth keeping: a fresh window, no permits; the workers
     # find it again by name), and calls made meanwhile wait for the restart instead of failing the shard.
-    return ray.remote(num_cpus=0, max_concurrency=10_000, max_restarts=-1, max_task_retries=-1)(
-        LimiterActor).options(name=name).remote(limits, lease_s)
+    return ray.remote(LimiterActor).options(num_cpus=0, max_concurrency=10_000, max_restarts=-1,
+                                            max_task_retries=-1, name=name).remote(limits, lease_s)
 
 
 def worker_actors(count: int, cpus: float, settings: WorkerSettings, api_key: Secret, limiter_name: str) -> list[Any]:
-    cls = ray.remote(num_cpus=cpus, max_concurrency=64, max_restarts=-1)(RayEmbedWorker)
+    cls = ray.remote(RayEmbedWorker).options(num_cpus=cpus, max_concurrency=64, max_restarts=-1)
     return [cls.remote(settings, api_key, limiter_name, name=f"worker-{number}") for number in range(count)]
 
 
 def sink_actor(sinks: Sequence[Sink], info: SinkStartInfo) -> Any:
     # restarted when it dies: the driver then sends the shard it was writing again
-    return ray.remote(num_cpus=0, max_restarts=-1)(SinkWriter).remote(sinks, info)
+    return ray.remote(SinkWriter).options(num_cpus=0, max_restarts=-1).remote(sinks, info)

@@ -1,8 +1,9 @@
 """One rate limiter for every request of a job: requests/minute, tokens/minute and concurrent requests.
 
 :class:`RateWindow` is the pure core (clock handed in, so tests control time). :class:`RateLimiter` puts an
-asyncio face on it; the job runs one of those inside a Ray actor (``embedder.run.actors``) so that all workers on all
-nodes share it, and each worker's client asks it for a permit before every attempt.
+asyncio face on it; :class:`SharedLimiter` adds who holds which permit. The job runs one of those inside a Ray actor
+(``embedder.run.actors``) so that all workers on all nodes share it, and each worker's client asks it for a permit
+before every attempt.
 
 Why a sliding 60-second window: it is what a per-minute quota means, and it lets a job start at full speed. A
 request is counted from when it is granted until 60 s after its answer came back, which is never earlier than the
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 WINDOW_S = 60.0
+_RETURNED = object()
 
 
 @dataclass(frozen=True)
@@ -186,3 +188,65 @@ class RateLimiter:
 
     async def snapshot(self) -> dict:
         return self.window.snapshot()
+
+
+class SharedLimiter:
+    """One per job: every worker on every node asks it before each request (async actor: no thread per call).
+
+    A worker that dies while it holds permits never returns them; they would count as requests in flight for
+    ever, and the concurrency cap and the sliding window would never free them: the whole job would stall. So
+    each permit is recorded with its owner, ``<worker name>/<incarnation>``. A restarted worker registers its new
+    incarnation before it asks for anything (:meth:`register`): the permits of its earlier incarnations go back,
+    and so does any permit an earlier incarnation's still-waiting ``acquire`` is granted later (Ray does not
+    cancel the calls of a dead caller). Any permit held longer than ``lease_s`` (far longer than one request may
+    take) is retired by the window itself (:class:`~embedder.run.limiter.RateWindow`): a safety net for losses no one
+    reports.
+    """
+
+    CHECK_S = 5.0
+    """How often a waiting ``acquire`` checks that its caller is still alive."""
+
+    def __init__(self, limits: Limits, lease_s: float | None = None) -> None:
+        self.limiter = RateLimiter(limits, **({"lease_s": lease_s} if lease_s else {}))
+        self._held: dict[int, str | None] = {}  # permit -> owner
+        self._live: dict[str, str] = {}  # worker name -> its current incarnation
+
+    async def acquire(self, estimated_tokens: int, owner: str | None = None) -> int | None:
+        while True:
+            if self._is_dead(owner):
+                return None  # nobody is waiting for this answer
+            try:  # cancelled only while waiting, never between a grant and its return
+                permit = await asyncio.wait_for(self.limiter.acquire(estimated_tokens), timeout=self.CHECK_S)
+            except TimeoutError:
+                continue
+            self._held[permit] = owner
+            if self._is_dead(owner):
+                await self.release(permit, None)
+            return permit
+
+    async def release(self, permit: int, used_tokens: int | None, rate_limited_after: float | None = None,
+                      rate_limited_kind: str | None = None) -> None:
+        if self._held.pop(permit, _RETURNED) is not _RETURNED:  # a permit taken back is not released twice
+            await self.limiter.release(permit, used_tokens, rate_limited_after, rate_limited_kind)
+
+    async def register(self, owner: str) -> int:
+        """``owner`` (``<worker name>/<incarnation>``) is its worker's live incarnation from now on; the permits
+        earlier incarnations hold go back as failed attempts. Returns how many."""
+        worker, _, incarnation = owner.partition("/")
+        self._live[worker] = incarnation
+        permits = [permit for permit, held_by in self._held.items() if self._is_dead(held_by)]
+        for permit in permits:
+            await self.release(permit, None)
+        return len(permits)
+
+    async def snapshot(self) -> dict:
+        return await self.limiter.snapshot()
+
+    def _is_dead(self, owner: str | None) -> bool:
+        if owner is None:
+            return False
+        worker, _, incarnation = owner.partition("/")
+        return self._live.get(worker, incarnation) != incarnation
+
+
+_RETURNED = object()

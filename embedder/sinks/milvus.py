@@ -234,7 +234,7 @@ class MilvusSink(Sink):
         for start in range(0, len(values), self.DELETE_BATCH):
             batch = values[start:start + self.DELETE_BATCH]
             self._call(f"delete of {len(batch)} ids",
-                       lambda batch=batch: client.delete(self.collection, ids=batch, timeout=RPC_TIMEOUT_S))
+                       functools.partial(client.delete, self.collection, ids=batch, timeout=RPC_TIMEOUT_S))
         return len(values)
 
     def abort(self) -> None:

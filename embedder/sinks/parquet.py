@@ -149,7 +149,7 @@ class ParquetSink(Sink):
         stale = [n for s, n in present.items() if s not in keep]
         stale += [n for n in names if n.startswith(storage.TMP_PREFIX)]
         storage.delete_files(fs, [storage.join(root, n) for n in stale])
-        return CommitReceipt(rows=manifest["rows"], parts=len(wanted), location=storage.uri(fs, root),
+        return CommitReceipt(rows=sum(rows.values()), parts=len(wanted), location=storage.uri(fs, root),
                              extra={"manifest": storage.uri(fs, manifest_path), "deleted_files": len(stale)})
 
     def abort(self) -> None:
