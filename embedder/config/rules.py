@@ -11,53 +11,41 @@ import dataclasses
 import re
 from typing import Any
 
+from embedder.config import schema
 from embedder.config.fields import Context, build_section, check_value, coerce, did_you_mean, show_value
-from embedder.config.schema import (
-    MODES,
-    RESERVED_COLUMNS,
-    TOP_LEVEL_KEYS,
-    CheckpointConfig,
-    EmbeddingConfig,
-    JobConfig,
-    LimitsConfig,
-    ProgressConfig,
-    SourceConfig,
-    WorkersConfig,
-    parse_template,
-)
 from embedder.config.sinks import SINK_CLASSES, SINK_KINDS, MilvusSinkConfig, SinkConfig, default_checkpoint_path
 from embedder.errors import ConfigError
 from embedder.jina.models import MODELS
 from embedder.secrets import SECRET_MESSAGE, mask_uri
 
 
-def build_job(data: dict[str, Any], ctx: Context) -> JobConfig:
+def build_job(data: dict[str, Any], ctx: Context) -> schema.JobConfig:
     for key in data:
-        if key not in TOP_LEVEL_KEYS:
+        if key not in schema.TOP_LEVEL_KEYS:
             what = "section" if isinstance(data[key], dict | list) else "key"
-            raise ctx.unknown(key, TOP_LEVEL_KEYS, what)
+            raise ctx.unknown(key, schema.TOP_LEVEL_KEYS, what)
     if "sink" in data and "sinks" in data:
         raise ConfigError(f"{ctx.source_name} has both [sink] and [[sinks]]; use one of them")
     if "source" not in data:
         raise ctx.missing("source.path")
-    mode = check_value(coerce(data.get("mode", "full"), str, "mode", ctx), {"choices": MODES}, "mode", ctx)
+    mode = check_value(coerce(data.get("mode", "full"), str, "mode", ctx), {"choices": schema.MODES}, "mode", ctx)
     source = _build_source(data["source"], ctx)
     embedding = _build_embedding(data.get("embedding", {}), ctx)
     sinks = _build_sinks(data, source, ctx)
-    checkpoint = build_section(CheckpointConfig, data.get("checkpoint", {}), "checkpoint", ctx)
+    checkpoint = build_section(schema.CheckpointConfig, data.get("checkpoint", {}), "checkpoint", ctx)
     if not checkpoint.path:
-        checkpoint = CheckpointConfig(path=default_checkpoint_path(sinks))
-    return JobConfig(
+        checkpoint = schema.CheckpointConfig(path=default_checkpoint_path(sinks))
+    return schema.JobConfig(
         mode=mode, source=source, embedding=embedding,
-        limits=build_section(LimitsConfig, data.get("limits", {}), "limits", ctx),
-        workers=build_section(WorkersConfig, data.get("workers", {}), "workers", ctx),
+        limits=build_section(schema.LimitsConfig, data.get("limits", {}), "limits", ctx),
+        workers=build_section(schema.WorkersConfig, data.get("workers", {}), "workers", ctx),
         sinks=sinks, checkpoint=checkpoint,
-        progress=build_section(ProgressConfig, data.get("progress", {}), "progress", ctx),
+        progress=build_section(schema.ProgressConfig, data.get("progress", {}), "progress", ctx),
     )
 
 
-def _build_source(table: Any, ctx: Context) -> SourceConfig:
-    source: SourceConfig = build_section(SourceConfig, table, "source", ctx)
+def _build_source(table: Any, ctx: Context) -> schema.SourceConfig:
+    source: schema.SourceConfig = build_section(schema.SourceConfig, table, "source", ctx)
     for name in ("path", "id_column"):
         if not getattr(source, name):
             raise ctx.invalid(f"source.{name}", "must not be empty")
@@ -66,7 +54,7 @@ def _build_source(table: Any, ctx: Context) -> SourceConfig:
             raise ConfigError(f"set exactly one of 'source.text_column' and 'source.text_template' "
                               f"in {ctx.source_name}")
         try:
-            parse_template(source.text_template)
+            schema.parse_template(source.text_template)
         except ValueError as exc:
             raise ctx.invalid("source.text_template", str(exc)) from None
         source = dataclasses.replace(source, text_column=None)
@@ -74,16 +62,16 @@ def _build_source(table: Any, ctx: Context) -> SourceConfig:
         raise ctx.invalid("source.text_column", "must not be empty (or set source.text_template)")
     seen: set[str] = set()
     for column in source.passthrough:
-        if column in seen or column == source.id_column or column in RESERVED_COLUMNS:
+        if column in seen or column == source.id_column or column in schema.RESERVED_COLUMNS:
             why = ("is the id column (always written)" if column == source.id_column else "is listed twice"
-                   if column in seen else f"is a name the output reserves ({', '.join(RESERVED_COLUMNS)})")
+                   if column in seen else f"is a name the output reserves ({', '.join(schema.RESERVED_COLUMNS)})")
             raise ctx.invalid("source.passthrough", f"column '{column}' {why}")
         seen.add(column)
     return source
 
 
-def _build_embedding(table: Any, ctx: Context) -> EmbeddingConfig:
-    emb: EmbeddingConfig = build_section(EmbeddingConfig, table, "embedding", ctx)
+def _build_embedding(table: Any, ctx: Context) -> schema.EmbeddingConfig:
+    emb: schema.EmbeddingConfig = build_section(schema.EmbeddingConfig, table, "embedding", ctx)
     if not emb.is_known_model and not emb.allow_unknown_model:
         raise ctx.invalid("embedding.model", f"unknown model {emb.model!r}"
                           f"{did_you_mean(emb.model, list(MODELS)) or '.'} Known models: {', '.join(MODELS)}. "
@@ -130,7 +118,7 @@ def check_env_name(name: str, key: str, ctx: Context) -> None:
         raise ctx.invalid(key, f"expected an environment variable name, got {name!r}")
 
 
-def _build_sinks(data: dict[str, Any], source: SourceConfig, ctx: Context) -> tuple[SinkConfig, ...]:
+def _build_sinks(data: dict[str, Any], source: schema.SourceConfig, ctx: Context) -> tuple[SinkConfig, ...]:
     if "sink" in data:
         entries = [(data["sink"], "sink")]
     elif "sinks" in data:
@@ -164,7 +152,7 @@ def _build_sinks(data: dict[str, Any], source: SourceConfig, ctx: Context) -> tu
     return tuple(sinks)
 
 
-def _check_milvus(sink: MilvusSinkConfig, source: SourceConfig, prefix: str, ctx: Context) -> None:
+def _check_milvus(sink: MilvusSinkConfig, source: schema.SourceConfig, prefix: str, ctx: Context) -> None:
     if sink.is_lite and not sink.uri.endswith(".db"):
         raise ctx.invalid(f"{prefix}.uri", f"a Milvus Lite path must end in .db, got {sink.uri!r} "
                           "(or give a server URL such as http://localhost:19530)")
