@@ -2,6 +2,8 @@
 
 Not a benchmark itself. Everything here talks only to loopback (the local stand-in server) and every loop is
 bounded by a deadline. ``psutil`` and ``matplotlib`` come from the ``bench`` extra (``pip install -e ".[bench]"``).
+Job files are written and local multi-node Ray clusters started with the harness the tests use too
+(``embedder.testing``: ``write_job``, ``RayCluster``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
+
+from embedder.testing import MODEL, write_job
 
 FAKE_KEY = "jina_" + "bench" * 12  # the shape of a real key (65 characters), never a real one
 REPO = Path(__file__).resolve().parent.parent
@@ -74,37 +78,15 @@ def corpus(rows: int, words: int, *, files: int = 4, row_group_rows: int = 5000,
 
 
 def job_file(path: Path, *, source: Path, output: Path, rpm: int, tpm: int, max_concurrency: int,
-             workers: int = 2, cpus_per_worker: float = 0.25, shard_rows: int = 5000, dimensions: int = 1024,
-             extra: str = "") -> Path:
-    """A job TOML file (``extra`` is appended verbatim, e.g. more keys of a section)."""
-    path.write_text(f"""\
-[source]
-path = "{source}"
-format = "parquet"
-shard_rows = {shard_rows}
-
-[embedding]
-model = "jina-embeddings-v3"
-task = "retrieval.passage"
-dimensions = {dimensions}
-
-[limits]
-rpm = {rpm}
-tpm = {tpm}
-max_concurrency = {max_concurrency}
-
-[workers]
-count = {workers}
-cpus_per_worker = {cpus_per_worker}
-
-[sink]
-kind = "parquet"
-path = "{output}"
-
-[progress]
-interval_s = 5.0
-{extra}""")
-    return path
+             workers: int = 2, cpus_per_worker: float = 0.25, shard_rows: int = 5000, dimensions: int = 1024) -> Path:
+    """A job file (written with ``tomli_w``): the Parquet corpus ``source`` → Parquet in ``output``."""
+    return write_job(path,
+                     source={"path": source, "format": "parquet", "shard_rows": shard_rows},
+                     embedding={"model": MODEL, "task": "retrieval.passage", "dimensions": dimensions},
+                     limits={"rpm": rpm, "tpm": tpm, "max_concurrency": max_concurrency},
+                     workers={"count": workers, "cpus_per_worker": cpus_per_worker},
+                     sink={"kind": "parquet", "path": output},
+                     progress={"interval_s": 5.0})
 
 
 def job_env(api_base: str, **extra: str) -> dict[str, str]:
@@ -161,6 +143,27 @@ def title(proc: Any, root_pid: int) -> str:
     return os.path.basename(head)
 
 
+class BackgroundLoop:
+    """``start()`` runs ``_loop`` (which returns once ``_stop`` is set) in a daemon thread; ``stop()`` ends it."""
+
+    THREAD_NAME = "background-loop"
+    _stop: threading.Event
+    _thread: threading.Thread | None
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        self._thread = threading.Thread(target=self._loop, daemon=True, name=self.THREAD_NAME)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
 @dataclass
 class TreeSample:
     t: float
@@ -171,7 +174,7 @@ class TreeSample:
 
 
 @dataclass
-class TreeMonitor:
+class TreeMonitor(BackgroundLoop):
     """Samples the CPU time and resident memory of a process and all its descendants every ``interval`` s.
 
     CPU seconds of a process that exits are kept at their last sampled value (at most ``interval`` of its CPU
@@ -190,6 +193,7 @@ class TreeMonitor:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     started: float = field(default_factory=time.monotonic)
+    THREAD_NAME = "tree-monitor"
 
     def _processes(self) -> list[Any]:
         import psutil
@@ -237,16 +241,6 @@ class TreeMonitor:
         while not self._stop.is_set():
             self.sample()
             self._stop.wait(self.interval)
-
-    def start(self) -> TreeMonitor:
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="tree-monitor")
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
 
     def cpu(self) -> dict[str, float]:
         return self.samples[-1].cpu if self.samples else {"driver": 0.0, "actor": 0.0, "ray": 0.0}
@@ -345,7 +339,7 @@ def run_job(command: list[str], env: dict[str, str], *, timeout_s: float, log_pa
 
 # --- the stand-in server's counters -----------------------------------------------------------------------------
 @dataclass
-class StatsPoller:
+class StatsPoller(BackgroundLoop):
     """``GET /stats`` of the local server every ``interval`` seconds, in a thread: (elapsed, stats) pairs."""
 
     server: Any
@@ -354,6 +348,7 @@ class StatsPoller:
     started: float = field(default_factory=time.monotonic)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    THREAD_NAME = "stats-poller"
 
     def _loop(self) -> None:
         import httpx
@@ -366,16 +361,9 @@ class StatsPoller:
                 tick += self.interval
                 self._stop.wait(max(0.0, tick - time.monotonic()))
 
-    def start(self) -> StatsPoller:
+    def start(self) -> Self:
         self.started = time.monotonic()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="stats-poller")
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        return super().start()
 
 
 def at(series: list[tuple[float, dict[str, Any]]], t: float, key: str) -> float:
@@ -412,107 +400,3 @@ def workdir(keep: bool, prefix: str) -> Iterator[Path]:
 
 def tail(text: str, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
-
-
-# --- a local multi-node Ray cluster (ray start) ---------------------------------------------------------------
-class RayCluster:
-    """``ray start --head`` plus ``ray start --address`` worker nodes on this machine, each with its own temp dir
-    and process group, and a fresh auth token (token auth stays on). ``stop()`` ends exactly those groups."""
-
-    def __init__(self, nodes: int = 2, cpus_per_node: int = 1) -> None:
-        import secrets
-        import socket
-
-        self.nodes = nodes
-        self.cpus_per_node = cpus_per_node
-        self.token = secrets.token_hex(32)
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.temp_dirs: list[str] = []
-        self.groups: list[int] = []
-        self.address = f"127.0.0.1:{self.port}"
-
-    def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
-        """``base`` (default: this process's environment) without RAY_* variables, plus this cluster's token."""
-        env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("RAY_")}
-        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, RAY_USAGE_STATS_ENABLED="0")
-        return env
-
-    def job_env(self, base: dict[str, str]) -> dict[str, str]:
-        """What ``embedder run`` needs to join this cluster."""
-        return {**self.env(base), "RAY_ADDRESS": self.address}
-
-    def _ray_start(self, args: list[str]) -> None:
-        temp_dir = tempfile.mkdtemp(prefix="rb", dir="/tmp")  # short: Unix socket paths are limited to 107 bytes
-        self.temp_dirs.append(temp_dir)
-        ray = str(Path(sys.executable).parent / "ray")
-        command = [ray, "start", *args, f"--num-cpus={self.cpus_per_node}", f"--temp-dir={temp_dir}",
-                   "--disable-usage-stats"]
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=self.env(), start_new_session=True, cwd=temp_dir)
-        self.groups.append(proc.pid)  # the daemons it starts stay in this process group
-        try:
-            out, _ = proc.communicate(timeout=180)
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"ray start {' '.join(args)} did not finish within 180 s") from None
-        if proc.returncode != 0:
-            raise RuntimeError(f"ray start failed ({proc.returncode}):\n{out.decode(errors='replace')[-3000:]}")
-
-    def start(self) -> RayCluster:
-        try:
-            self._ray_start(["--head", f"--port={self.port}", "--node-ip-address=127.0.0.1",
-                             "--include-dashboard=false"])
-            for number in range(1, self.nodes):
-                self._ray_start([f"--address={self.address}", "--node-ip-address=127.0.0.1",
-                                 f"--resources={{\"node{number + 1}\": 1}}"])
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        for group in reversed(self.groups):
-            for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
-                try:
-                    os.killpg(group, sig)
-                except (ProcessLookupError, PermissionError):
-                    break
-                deadline = time.monotonic() + wait
-                while time.monotonic() < deadline and _group_alive(group):
-                    time.sleep(0.2)
-                if not _group_alive(group):
-                    break
-        self.groups.clear()
-        for temp_dir in self.temp_dirs:
-            shutil.rmtree(temp_dir, ignore_errors=True)
-        self.temp_dirs.clear()
-
-    def raylet_pids(self) -> list[int]:
-        """The raylet of each node, in start order (found by the node's temp dir on its command line)."""
-        import psutil
-
-        pids = []
-        for temp_dir in self.temp_dirs:
-            for proc in psutil.process_iter(["pid", "name", "cmdline"]):
-                cmdline = " ".join(proc.info["cmdline"] or [])
-                if proc.info["name"] == "raylet" and temp_dir in cmdline:
-                    pids.append(proc.info["pid"])
-                    break
-        return pids
-
-    def __enter__(self) -> RayCluster:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

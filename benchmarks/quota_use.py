@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench as bench
 
 from embedder.mock_jina.testing import MockJinaServer
+from embedder.testing import RayCluster
 
 TOKENS_PER_WORD = 1.2  # the stand-in server's token rule on the sample corpus (~143 tokens for 120 words)
 
@@ -141,22 +142,22 @@ def main(argv: list[str] | None = None) -> int:
     source = bench.corpus(rows, args.words)
     server_options = {"rpm": args.rpm, "tpm": args.tpm, "max_concurrency": args.max_concurrency,
                       "latency_ms": args.latency_ms, "latency_ms_per_1k_tokens": args.latency_ms_per_1k}
-    cluster = bench.RayCluster(nodes=2) if args.nodes == 2 else None
+    cluster = RayCluster(num_cpus=1) if args.nodes == 2 else None  # and a second node of 1 CPU, below
     with bench.workdir(args.keep, "quota-use-") as work, MockJinaServer(**server_options) as server:
         csv_path = args.csv or work / "quota_use.csv"
         png_path = args.png or work / "quota_use.png"
         extra_sets = list(args.overrides)
         cpus_per_worker = 0.25
-        if cluster is not None:
-            cluster.start()
-            cpus_per_worker = 0.5  # one CPU per node: at most two workers fit on a node, so four use both
         try:
+            if cluster is not None:
+                cluster.start().add_node(num_cpus=1, resources={"node2": 1})
+                cpus_per_worker = 0.5  # one CPU per node: at most two workers fit on a node, so four use both
             job = bench.job_file(work / "job.toml", source=source, output=work / "out", rpm=args.rpm, tpm=args.tpm,
                                  max_concurrency=args.max_concurrency, workers=args.workers,
                                  cpus_per_worker=cpus_per_worker)
             env = bench.job_env(server.url)
             if cluster is not None:
-                env = cluster.job_env(env)
+                env = cluster.client_env(env, connect=True)
             print(f"quota_use: {rows:,} rows of ~{args.words} words (~{TOKENS_PER_WORD * args.words + 2:.0f} tokens); "
                   f"server and job limits {args.rpm} RPM, {args.tpm:,} TPM, {args.max_concurrency} concurrent; "
                   f"latency {args.latency_ms:g} ms + {args.latency_ms_per_1k:g} ms/1k tokens; {args.workers} workers "
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def workers_per_node(cluster: bench.RayCluster, seen: dict[str, int]) -> dict[str, int]:
+def workers_per_node(cluster: RayCluster, seen: dict[str, int]) -> dict[str, int]:
     """How many RayEmbedWorker processes run under each node's raylet (the most seen so far)."""
     import psutil
 

@@ -1,4 +1,5 @@
-"""Shared fixtures. The local Jina-compatible server: one per test session, reset for every test using it."""
+"""Shared fixtures: the local Jina-compatible server (one per test session, reset for every test using it), a
+private temp dir for the local Ray of each test's CLI runs, and the environment of those runs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from embedder.mock_jina.testing import MockJinaServer
+from embedder.testing import cli_env, private_ray_tmpdir
 
 FAKE_API_KEY = "jina_" + "test" * 15  # the shape of a real key (65 characters), never a real one
 
@@ -30,3 +32,17 @@ def jina(mock_jina: MockJinaServer) -> MockJinaServer:
 def api_key() -> str:
     """A syntactically valid fake Jina key."""
     return FAKE_API_KEY
+
+
+@pytest.fixture
+def ray_tmp() -> Iterator[str]:
+    """A short temp dir for the local Ray of the test's CLI runs (``RAY_TMPDIR``); whatever still uses it at the
+    end of the test is stopped, and it is removed."""
+    with private_ray_tmpdir() as path:
+        yield path
+
+
+@pytest.fixture
+def env(jina: MockJinaServer, api_key: str, ray_tmp: str) -> dict[str, str]:
+    """The environment of an ``embedder run`` subprocess: the fake key, the local server, the private Ray dir."""
+    return cli_env(jina.url, api_key, ray_tmpdir=ray_tmp)

@@ -1,14 +1,12 @@
-"""Helpers of the job system tests: corpora in several formats, job files, the CLI in a subprocess, Ray clusters
-started with ``ray start`` and torn down by process group, and the exact-output check.
+"""Helpers of the job system tests: corpora in several formats, the CLI in a subprocess (run to the end, or
+interrupted mid-run), killing an actor of a ``ray start`` cluster, and the exact-output check.
 
-Every Ray instance a test uses lives in a subprocess (the CLI's own local cluster, or a ``ray start`` head), so
-nothing of Ray stays inside pytest. Each gets its own short temporary directory (``RAY_TMPDIR`` / ``--temp-dir``):
-parallel sessions on the same machine never find each other's clusters. Ray is told to use the loopback address
-(``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``), so every connection stays on 127.0.0.1.
-
-A ``ray start`` cluster is stopped by killing its process group (``ray start`` runs in a new session, and every
-process of the cluster inherits its group), not with ``ray stop``, which would kill every Ray process of the user
-on the machine, other people's clusters included.
+Job files, the Ray cluster harness and the process-group helpers are in :mod:`embedder.testing` (the benchmarks
+use them too). Every Ray instance a test uses lives in a subprocess (the CLI's own local Ray, or a
+:class:`~embedder.testing.RayCluster`), so nothing of Ray stays inside pytest. Each gets its own short temporary
+directory (``RAY_TMPDIR`` / ``--temp-dir``): parallel sessions on the same machine never find each other's
+clusters. Ray is told to use the loopback address (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``), so every connection
+stays on 127.0.0.1. Whatever a test starts is stopped by killing its process group, never with ``ray stop``.
 """
 
 from __future__ import annotations
@@ -16,15 +14,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,27 +34,15 @@ import pyarrow.parquet as pq
 from embedder.cli.sample_corpus import generate_rows
 from embedder.ledger import Ledger
 from embedder.mock_jina.vectors import embed_texts
+from embedder.testing import MODEL, RayCluster, kill_process_group, wait_group_gone
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
-RAY = str(Path(sys.executable).with_name("ray"))
-MODEL = "jina-embeddings-v3"
 CLI_TIMEOUT_S = 300.0
 """No single CLI run of these tests may take longer; a hung run fails its test instead of hanging the suite."""
 
 
 # --- small utilities ---------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def short_tmpdir(prefix: str) -> str:
-    """A short directory under /tmp: Ray puts Unix sockets below its temp dir, and their paths must stay short."""
-    return tempfile.mkdtemp(prefix=prefix, dir="/tmp")
-
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
     """Poll ``predicate`` until it returns something truthy (returned), or fail after ``timeout`` seconds."""
@@ -112,67 +96,7 @@ def write_mixed_corpus(directory: str | Path, table: pa.Table, layout: Sequence[
     return paths
 
 
-# --- job files ---------------------------------------------------------------------------------------------
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a TOML basic string takes JSON's escapes
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
-def write_job(path: str | Path, *, source: Mapping[str, Any], sink: Mapping[str, Any],
-              **sections: Mapping[str, Any] | None) -> str:
-    """A job file with ``[source]``, ``[sink]`` and any other section given (``embedding=...``, ``limits=...``)."""
-    tables = {"source": source, **{k: v for k, v in sections.items() if v is not None}, "sink": sink}
-    lines = []
-    for name, table in tables.items():
-        lines.append(f"[{name}]")
-        lines.extend(f"{key} = {_toml_value(value)}" for key, value in table.items())
-        lines.append("")
-    Path(path).write_text("\n".join(lines), encoding="utf-8")
-    return str(path)
-
-
-def small_job(path: str | Path, source: str | Path, output: str | Path, *, dimensions: int = 64,
-              shard_rows: int = 500, passthrough: Sequence[str] = ("title",), workers: int = 2,
-              checkpoint: str | Path | None = None, limits: Mapping[str, Any] | None = None,
-              embedding: Mapping[str, Any] | None = None, source_extra: Mapping[str, Any] | None = None,
-              workers_extra: Mapping[str, Any] | None = None) -> str:
-    """The usual test job: the source → Parquet in ``output``; generous limits unless ``limits`` are given."""
-    return write_job(
-        path,
-        source={"path": str(source), "id_column": "id", "text_column": "text", "passthrough": list(passthrough),
-                "shard_rows": shard_rows, **(source_extra or {})},
-        embedding={"model": MODEL, "dimensions": dimensions, "max_retries": 10, **(embedding or {})},
-        limits=dict(limits or {"rpm": 100_000, "tpm": 100_000_000, "max_concurrency": 8}),
-        workers={"count": workers, "cpus_per_worker": 0.25, **(workers_extra or {})},
-        checkpoint={"path": str(checkpoint)} if checkpoint else None,
-        progress={"interval_s": 1.0},
-        sink={"kind": "parquet", "path": str(output)},
-    )
-
-
 # --- running the CLI ---------------------------------------------------------------------------------------
-
-def cli_env(api_base: str, api_key: str, *, ray_tmpdir: str | None = None, ray_address: str | None = None,
-            extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of an ``embedder run`` subprocess: the key and the local server, a private Ray."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "JINA", "AWS_"))}
-    env.update(JINA_API_KEY=api_key, JINA_API_BASE=api_base, PYTHONUNBUFFERED="1",
-               RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0")
-    if ray_tmpdir:
-        env["RAY_TMPDIR"] = ray_tmpdir
-    if ray_address:
-        env["RAY_ADDRESS"] = ray_address
-    env.update(extra or {})
-    return env
-
 
 @dataclass
 class Result:
@@ -253,169 +177,72 @@ def start_cli(job: str | Path, *args: str, env: Mapping[str, str], cwd: str | Pa
     return CliProcess(embedder_command(job, *args), env, cwd)
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of process group ``pgid``."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as handle:
-                stat = handle.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry))
-    return members
-
-
-def wait_group_gone(pgid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while group_members(pgid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.2)
-    return True
-
-
-def kill_process_group(pgid: int, grace_s: float = 5.0) -> None:
-    """SIGTERM the group, SIGKILL whatever is left after ``grace_s``; only this group, which a test started."""
-    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            return
-        if wait_group_gone(pgid, wait):
-            return
-
-
-def processes_using(directory: str) -> list[int]:
-    """Processes with their working directory or an open file below ``directory`` (Ray's worker processes start
-    sessions of their own, so a process group does not hold them; the temp dir they write logs to does)."""
-    prefix = os.path.realpath(directory) + os.sep
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            links = [os.readlink(f"/proc/{entry}/cwd")]
-            links += [os.readlink(f"/proc/{entry}/fd/{fd}") for fd in os.listdir(f"/proc/{entry}/fd")]
-        except OSError:
-            continue
-        if any(link.startswith(prefix) for link in links):
-            found.append(int(entry))
-    return found
-
-
-def kill_processes_using(directory: str, grace_s: float = 5.0) -> None:
-    """What a test's Ray left running in its private temp dir: SIGTERM, then SIGKILL after ``grace_s``."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids = processes_using(directory)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-        if not pids:
-            return
-        deadline = time.monotonic() + grace_s
-        while processes_using(directory) and time.monotonic() < deadline:
-            time.sleep(0.2)
-
-
-@contextlib.contextmanager
-def private_ray_tmpdir() -> Iterator[str]:
-    """A short temp dir for a run's local Ray (``RAY_TMPDIR``); whatever still uses it afterwards is stopped."""
-    path = short_tmpdir("rt")
+def interrupt_mid_run(job: str | Path, checkpoint: str, interrupt: Callable[[CliProcess], Any], *,
+                      env: Mapping[str, str], what: str, markers: int = 1, total_shards: int | None = None,
+                      cwd: str | Path | None = None, wait_s: float = 120.0, timeout: float = CLI_TIMEOUT_S,
+                      reap_grace_s: float = 15.0) -> Result:
+    """Start ``embedder run JOB``; once ``checkpoint`` holds ``markers`` done markers, check the run is still
+    going and call ``interrupt(run)`` (``what`` names it in the messages: "the kill", "the revocation", ...); then,
+    if ``total_shards`` is given, check the run had not finished all its shards by then. The markers are waited
+    for up to ``wait_s`` seconds. Returns the run's result, waited for up to ``timeout`` seconds (it is waited
+    for, and its process group reaped, whatever fails)."""
+    run = start_cli(job, env=env, cwd=cwd)
     try:
-        yield path
+        wait_for(lambda: len(done_ids(checkpoint)) >= markers or not run.running(), timeout=wait_s,
+                 what=f"{markers} done marker(s)")
+        assert run.running(), f"the run finished before {what}: make it slower"
+        interrupt(run)
+        if total_shards is not None:
+            assert len(done_ids(checkpoint)) < total_shards, f"{what} came after the run had finished its shards"
     finally:
-        kill_processes_using(path)
-        shutil.rmtree(path, ignore_errors=True)
+        result = run.wait(timeout, reap_grace_s=reap_grace_s)
+    return result
 
 
-# --- a Ray cluster started with `ray start` ----------------------------------------------------------------
+KILL_ACTOR = r"""
+import json, os, signal, sys, time
+import ray
+from ray.util.state import list_actors
 
-class RayHead:
-    """``ray start --head`` on loopback with its own temp dir and token; a context manager.
+# ray.kill() needs an ActorHandle, and only the job's driver holds handles to its (unnamed) actors; another
+# driver cannot build one from an actor id. So the actor is killed the way a crash kills it: SIGKILL to the
+# actor's process, found through the state API. Ray then restarts the actor (max_restarts=-1) and fails the
+# calls it was running with ActorDiedError, exactly as after ray.kill(handle, no_restart=False).
+address, class_suffix = sys.argv[1], sys.argv[2]
+ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+deadline = time.monotonic() + 60
+while True:
+    alive = [a for a in list_actors(address=address, filters=[("state", "=", "ALIVE")], limit=1000, detail=True)
+             if a.class_name.endswith(class_suffix)]
+    if alive or time.monotonic() > deadline:
+        break
+    time.sleep(0.2)
+if not alive:
+    print(json.dumps({"killed": None}))
+    sys.exit(3)
+victim = alive[0]
+os.kill(victim.pid, signal.SIGKILL)
+deadline = time.monotonic() + 60
+restarts = 0
+while time.monotonic() < deadline:
+    state = list_actors(address=address, filters=[("actor_id", "=", victim.actor_id)], detail=True)
+    if state and (state[0].num_restarts or 0) >= 1:
+        restarts = state[0].num_restarts
+        break
+    time.sleep(0.2)
+print(json.dumps({"killed": victim.actor_id, "class_name": victim.class_name, "pid": victim.pid,
+                  "restarts": restarts, "alive": len(alive)}))
+"""
 
-    Token auth stays on (Ray 2.60's default): the cluster gets a fresh token in ``RAY_AUTH_TOKEN`` with
-    ``RAY_AUTH_MODE=token``, and every client (the CLI, ``ray job submit``, helper scripts) is given the same
-    two variables through :meth:`client_env`. Extra ``env`` (for example the API key) goes into the environment
-    of ``ray start``, which the raylet, the workers and submitted job drivers inherit.
-    """
 
-    def __init__(self, *, dashboard: bool = False, env: Mapping[str, str] | None = None, num_cpus: int = 2) -> None:
-        self.dashboard = dashboard
-        self.extra_env = dict(env or {})
-        self.num_cpus = num_cpus
-        self.port = free_port()
-        self.dashboard_port = free_port()
-        self.temp_dir = short_tmpdir("rt")
-        self.token = secrets.token_hex(32)
-        self.pgid: int | None = None
-        self.start_output = ""
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def dashboard_url(self) -> str:
-        return f"http://127.0.0.1:{self.dashboard_port}"
-
-    def client_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
-        env = dict(os.environ if base is None else base)
-        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
-                   RAY_USAGE_STATS_ENABLED="0")
-        env.pop("RAY_AUTH_TOKEN_PATH", None)
-        # `python` in a job's entrypoint is looked up on the raylet's PATH: make it this interpreter
-        env["PATH"] = os.pathsep.join([os.path.dirname(PYTHON), env.get("PATH", "")])
-        return env
-
-    def start(self) -> RayHead:
-        env = self.client_env({k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "JINA"))})
-        env.update(self.extra_env)
-        command = [RAY, "start", "--head", f"--port={self.port}", f"--num-cpus={self.num_cpus}",
-                   f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
-                   f"--include-dashboard={'true' if self.dashboard else 'false'}"]
-        # Ports Ray would otherwise take at fixed numbers (10001, 52365), where another cluster on this machine
-        # may already be: the job agent would fail ("No available agent to submit job").
-        command += [f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
-                    f"--metrics-export-port={free_port()}"]
-        if self.dashboard:
-            command += ["--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}"]
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True, cwd=self.temp_dir)
-        self.pgid = proc.pid
-        try:
-            out, _ = proc.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            self.stop()
-            raise AssertionError("ray start did not finish within 120 s") from None
-        self.start_output = out.decode(errors="replace")
-        if proc.returncode != 0:
-            self.stop()
-            raise AssertionError(f"ray start failed ({proc.returncode}):\n{self.start_output[-4000:]}")
-        return self
-
-    def stop(self) -> None:
-        if self.pgid is not None:
-            kill_process_group(self.pgid, grace_s=3.0)
-            self.pgid = None
-        kill_processes_using(self.temp_dir)
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-    def python(self, code: str, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-        """Run ``code`` in a fresh Python connected to nothing yet: it calls ``ray.init(address=sys.argv[1])``."""
-        env = self.client_env({k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "JINA"))})
-        return subprocess.run([PYTHON, "-c", code, self.address, *args], capture_output=True, text=True, env=env,
-                              timeout=timeout, check=False, stdin=subprocess.DEVNULL)
-
-    def __enter__(self) -> RayHead:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+def kill_actor(cluster: RayCluster, class_suffix: str) -> dict[str, Any]:
+    """SIGKILL the process of an alive actor whose class name ends in ``class_suffix`` (through the state API:
+    the cluster needs its dashboard) and wait until Ray has restarted it; returns what was killed."""
+    killer = cluster.python(KILL_ACTOR, class_suffix)
+    assert killer.returncode == 0, killer.stdout + killer.stderr
+    killed = json.loads(killer.stdout.strip().splitlines()[-1])
+    assert killed["killed"] and killed["restarts"] >= 1, killed
+    return killed
 
 
 # --- reading and checking the output -----------------------------------------------------------------------
@@ -494,9 +321,10 @@ def ledger(path: str, filesystem: pafs.FileSystem | None = None) -> Ledger:
     return Ledger.load(path)
 
 
-def shard_rows_by_id(checkpoint: str, filesystem: pafs.FileSystem | None = None) -> dict[str, int]:
-    """Rows of each finished shard, from its done marker."""
-    return {m["shard_id"]: int(m["row_count"]) for m in ledger(checkpoint, filesystem).done_markers()}
+def shard_rows_done(checkpoint: str, shard_ids: Iterable[str]) -> int:
+    """Rows of the shards ``shard_ids``, from their done markers."""
+    rows = {marker.stats.shard_id: marker.row_count for marker in ledger(checkpoint).done_markers()}
+    return sum(rows[shard_id] for shard_id in shard_ids)
 
 
 def done_ids(checkpoint: str) -> set[str]:
@@ -509,13 +337,3 @@ def done_ids(checkpoint: str) -> set[str]:
 def wait_server_idle(server: Any, timeout: float = 30.0) -> None:
     """Until the local server has no request in flight (what a killed run left running)."""
     wait_for(lambda: server.stats()["in_flight"] == 0, timeout=timeout, what="the server's in-flight requests")
-
-
-def assert_no_secret(text: str, secret: str, where: str) -> None:
-    assert secret not in text, f"the API key appears in {where}"
-
-
-@contextlib.contextmanager
-def timer() -> Iterator[Callable[[], float]]:
-    started = time.monotonic()
-    yield lambda: time.monotonic() - started

@@ -8,42 +8,26 @@ Milvus collection of another dimension or primary key (test_milvus_job.py); conf
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from faulttools import fault_job
 from jobtools import (
     Result,
     assert_exact_output,
-    cli_env,
     corpus_rows,
-    free_port,
     ledger,
     run_cli,
-    short_tmpdir,
     write_csv,
     write_jsonl,
     write_parquet,
 )
 
+from embedder.testing import cli_env, fault_job, free_port
+
 pytestmark = pytest.mark.slow
 
 DIM = 64
-
-
-@pytest.fixture
-def ray_tmp() -> Iterator[str]:
-    path = short_tmpdir("rt")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def env(jina, api_key, ray_tmp) -> dict[str, str]:
-    return cli_env(jina.url, api_key, ray_tmpdir=ray_tmp)
 
 
 def clear(result: Result, *fragments: str) -> None:
@@ -132,9 +116,8 @@ def test_unreachable_milvus(tmp_path: Path, env, jina) -> None:
     write_parquet(tmp_path / "data.parquet", corpus_rows(10))
     uri = f"http://127.0.0.1:{free_port()}"
     out = tmp_path / "out"
-    job = fault_job(tmp_path / "job.toml", tmp_path / "data.parquet", out, sinks=("parquet",))
-    text = Path(job).read_text() + f'[[sinks]]\nkind = "milvus"\nuri = "{uri}"\ncollection = "docs"\n'
-    Path(job).write_text(text)
+    job = fault_job(tmp_path / "job.toml", tmp_path / "data.parquet", out,
+                    sinks=("parquet", {"kind": "milvus", "uri": uri, "collection": "docs"}))
     result = run_cli(job, env=env, timeout=240)
     clear(result, uri)
     assert jina.stats()["requests"] == 0, "the sink is checked before any request"

@@ -10,39 +10,35 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from faulttools import RayNode, assert_exact_milvus, fault_job
+from faulttools import assert_exact_milvus
 from jobtools import (
-    RayHead,
+    CliProcess,
+    Result,
     assert_exact_output,
-    cli_env,
     corpus_rows,
     done_ids,
+    interrupt_mid_run,
+    kill_actor,
     ledger,
     run_cli,
-    short_tmpdir,
+    shard_rows_done,
     start_cli,
     wait_for,
     wait_server_idle,
     write_parquet,
 )
 
+from embedder.testing import RayCluster, cli_env, fault_job
+
 pytestmark = pytest.mark.slow
 
 DIM = 64
-
-
-@pytest.fixture
-def ray_tmp() -> Iterator[str]:
-    path = short_tmpdir("rt")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+FOUR_AT_A_TIME = {"rpm": 100_000, "tpm": 100_000_000, "max_concurrency": 4}
 
 
 def corpus(tmp_path: Path, rows: int, *, files: int = 2, row_group_rows: int = 250):
@@ -62,19 +58,26 @@ def check(out: Path, table, sinks, dead=()) -> None:
         assert_exact_milvus(out / "milvus.db", table, dimensions=DIM, dead=dead)
 
 
+def check_completed(result: Result, out: Path, table, sinks, *, shards: int) -> None:
+    """The run succeeded, every sink holds the exact output, and the report says all ``shards`` were done."""
+    assert result.returncode == 0, result.describe()
+    check(out, table, sinks)
+    report = ledger(str(out / "_checkpoint")).read_report()
+    assert report.status == "completed" and report.progress.shards_done == shards
+
+
 SINKS = [pytest.param(("parquet",), id="parquet"), pytest.param(("parquet", "milvus"), id="parquet+milvus")]
 
 
 # --- 1. the driver SIGKILLed at several seeded random moments ---------------------------------------------------
 
 @pytest.mark.parametrize("sinks", SINKS)
-def test_driver_killed_three_times_at_random_moments(tmp_path: Path, jina, api_key, ray_tmp, sinks) -> None:
+def test_driver_killed_three_times_at_random_moments(tmp_path: Path, jina, env, sinks) -> None:
     rng = random.Random(5)
     table, source = corpus(tmp_path, 4000)
     out = tmp_path / "out"
     job = fault_job(tmp_path / "job.toml", source, out, sinks=sinks, shard_rows=250,
-                    embedding={"batch_size": 50}, limits={"rpm": 100_000, "tpm": 100_000_000, "max_concurrency": 4})
-    env = cli_env(jina.url, api_key, ray_tmpdir=ray_tmp)
+                    embedding={"batch_size": 50}, limits=FOUR_AT_A_TIME)
     checkpoint = str(out / "_checkpoint")
     jina.configure(latency_ms=600)  # 80 requests, 4 at a time: ~12 s of embedding
     kills = 0
@@ -103,42 +106,10 @@ def test_driver_killed_three_times_at_random_moments(tmp_path: Path, jina, api_k
     assert final.returncode == 0, final.describe()
     check(out, table, sinks)
     report = ledger(checkpoint).read_report()
-    assert report["status"] == "completed" and report["progress"]["shards_total"] == 16
+    assert report.status == "completed" and report.progress.shards_total == 16
 
 
 # --- 2. the sink actor killed mid-run ------------------------------------------------------------------------
-
-KILL_SINK = r"""
-import json, sys, time
-import ray
-from ray.util.state import list_actors
-
-ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
-deadline = time.monotonic() + 60
-victim = None
-while victim is None and time.monotonic() < deadline:
-    for actor in list_actors(address=sys.argv[1], filters=[("state", "=", "ALIVE")], limit=1000, detail=True):
-        if actor.class_name.endswith("SinkWriter"):
-            victim = actor
-    time.sleep(0.2)
-if victim is None:
-    print(json.dumps({"killed": None}))
-    sys.exit(3)
-# An ActorHandle of an unnamed actor of another job cannot be built from its id in Ray 2.x: SIGKILL its process,
-# which Ray treats as ray.kill(handle, no_restart=False) — the actor is restarted, its running call fails.
-import os, signal
-os.kill(victim.pid, signal.SIGKILL)
-deadline = time.monotonic() + 60
-restarts = 0
-while time.monotonic() < deadline:
-    state = list_actors(address=sys.argv[1], filters=[("actor_id", "=", victim.actor_id)], detail=True)
-    if state and (state[0].num_restarts or 0) >= 1:
-        restarts = state[0].num_restarts
-        break
-    time.sleep(0.2)
-print(json.dumps({"killed": victim.actor_id, "pid": victim.pid, "restarts": restarts}))
-"""
-
 
 @pytest.mark.ray
 @pytest.mark.parametrize("sinks", SINKS)
@@ -146,26 +117,13 @@ def test_sink_actor_killed_mid_run(tmp_path: Path, jina, api_key, sinks) -> None
     table, source = corpus(tmp_path, 3000)
     out = tmp_path / "out"
     job = fault_job(tmp_path / "job.toml", source, out, sinks=sinks, shard_rows=250, embedding={"batch_size": 50},
-                    limits={"rpm": 100_000, "tpm": 100_000_000, "max_concurrency": 4})
-    checkpoint = str(out / "_checkpoint")
+                    limits=FOUR_AT_A_TIME)
     jina.configure(latency_ms=150)
-    with RayHead(dashboard=True) as head:
-        env = head.client_env(cli_env(jina.url, api_key, ray_address=head.address))
-        run = start_cli(job, env=env)
-        try:
-            wait_for(lambda: done_ids(checkpoint) or not run.running(), timeout=120, what="a done marker")
-            assert run.running(), "the run finished before the sink could be killed"
-            killer = head.python(KILL_SINK)
-            assert killer.returncode == 0, killer.stdout + killer.stderr
-            killed = json.loads(killer.stdout.strip().splitlines()[-1])
-            assert killed["killed"] and killed["restarts"] >= 1, killed
-            assert len(done_ids(checkpoint)) < 12, "the kill came after the run had finished its shards"
-        finally:
-            result = run.wait(180)
-    assert result.returncode == 0, result.describe()
-    check(out, table, sinks)
-    report = ledger(checkpoint).read_report()
-    assert report["status"] == "completed" and report["progress"]["shards_done"] == 12
+    with RayCluster(dashboard=True) as cluster:  # the state API (list_actors) is served by the dashboard
+        result = interrupt_mid_run(job, str(out / "_checkpoint"), lambda run: kill_actor(cluster, "SinkWriter"),
+                                   env=cluster.client_env(cli_env(jina.url, api_key), connect=True),
+                                   what="the sink's kill", total_shards=12, timeout=180)
+    check_completed(result, out, table, sinks, shards=12)
 
 
 # --- 3. a worker node lost mid-run -----------------------------------------------------------------------------
@@ -182,29 +140,23 @@ def test_worker_node_lost_mid_run(tmp_path: Path, jina, api_key, sinks) -> None:
     job = fault_job(tmp_path / "job.toml", source, out, sinks=sinks, shard_rows=250, workers=3,
                     embedding={"batch_size": 50}, workers_extra={"cpus_per_worker": 0.3},
                     limits={"rpm": 100_000, "tpm": 100_000_000, "max_concurrency": 3})
-    checkpoint = str(out / "_checkpoint")
     jina.configure(latency_ms=600)  # 60 requests, 3 at a time: ~12 s of embedding
-    with RayHead(dashboard=True, num_cpus=1) as head, RayNode(head, num_cpus=2, resources={"worker_node": 1}) as node:
-        env = head.client_env(cli_env(jina.url, api_key, ray_address=head.address))
-        placed = head.python(NODES_OF_WORKERS_WAIT)  # nothing yet; just checks the cluster has 2 nodes
+    with RayCluster(dashboard=True, num_cpus=1) as cluster:
+        node = cluster.add_node(num_cpus=2, resources={"worker_node": 1})
+        placed = cluster.python(NODES_OF_WORKERS_WAIT)  # nothing yet; just checks the cluster has 2 nodes
         assert placed.returncode == 0, placed.stderr
-        run = start_cli(job, env=env)
-        try:
-            wait_for(lambda: done_ids(checkpoint) or not run.running(), timeout=120, what="a done marker")
-            assert run.running(), "the run finished before the node could be lost"
-            where = head.python(NODES_OF_WORKERS)
+
+        def lose_the_node(run: CliProcess) -> None:
+            where = cluster.python(NODES_OF_WORKERS)
             assert where.returncode == 0, where.stderr
             nodes = json.loads(where.stdout.strip().splitlines()[-1])
             assert nodes["on_worker_node"] >= 1, f"no embedding worker runs on the worker node: {nodes}"
             node.kill()
-            lost_at = len(done_ids(checkpoint))
-            assert lost_at < 12, "the node was lost after the run had finished its shards"
-        finally:
-            result = run.wait(240)
-    assert result.returncode == 0, result.describe()
-    check(out, table, sinks)
-    report = ledger(checkpoint).read_report()
-    assert report["status"] == "completed" and report["progress"]["shards_done"] == 12
+
+        result = interrupt_mid_run(job, str(out / "_checkpoint"), lose_the_node,
+                                   env=cluster.client_env(cli_env(jina.url, api_key), connect=True),
+                                   what="the node's loss", total_shards=12, timeout=240)
+    check_completed(result, out, table, sinks, shards=12)
 
 
 NODES_OF_WORKERS_WAIT = r"""
@@ -233,7 +185,7 @@ FAULTS = ["500", "503_html", "stall", "malformed_json", "missing_embedding", "re
 
 
 @pytest.mark.parametrize("sinks", SINKS)
-def test_server_faults_of_every_kind(tmp_path: Path, jina, api_key, ray_tmp, sinks) -> None:
+def test_server_faults_of_every_kind(tmp_path: Path, jina, env, sinks) -> None:
     """About 20% of requests answered with one of: 500, 503 as an HTML page, a stall beyond the client's
     timeout, malformed JSON, a response missing one embedding, the connection reset mid-response (and each kind
     at least once, injected); the job retries them and ends with the exact output. One run for all kinds: a
@@ -244,67 +196,66 @@ def test_server_faults_of_every_kind(tmp_path: Path, jina, api_key, ray_tmp, sin
                     embedding={"batch_size": 25, "timeout_s": 2.0, "max_retries": 8})
     jina.configure(fail_rate=0.2, faults=",".join(FAULTS), stall_seconds=5)
     jina.inject(*FAULTS)
-    result = run_cli(job, env=cli_env(jina.url, api_key, ray_tmpdir=ray_tmp), timeout=240)
+    result = run_cli(job, env=env, timeout=240)
     assert result.returncode == 0, result.describe()
     stats = jina.stats()
     assert set(stats["faults_by_kind"]) == set(FAULTS), stats
     check(out, table, sinks)
     report = ledger(str(out / "_checkpoint")).read_report()
-    assert report["progress"]["retries"] >= len(FAULTS), report["progress"]
-    print(f"\nfaults served: {stats['faults_by_kind']}; retries {report['progress']['retries']}")
+    assert report.progress.retries >= len(FAULTS), report.progress
+    print(f"\nfaults served: {stats['faults_by_kind']}; retries {report.progress.retries}")
 
 
-def test_ten_percent_500s_with_milvus(tmp_path: Path, jina, api_key, ray_tmp) -> None:
+def test_ten_percent_500s_with_milvus(tmp_path: Path, jina, env) -> None:
     table, source = corpus(tmp_path, 1000, files=1, row_group_rows=250)
     out = tmp_path / "out"
     sinks = ("parquet", "milvus")
     job = fault_job(tmp_path / "job.toml", source, out, sinks=sinks, shard_rows=250, embedding={"batch_size": 25})
     jina.configure(fail_rate=0.1, faults="500")
     jina.inject("500")
-    result = run_cli(job, env=cli_env(jina.url, api_key, ray_tmpdir=ray_tmp), timeout=240)
+    result = run_cli(job, env=env, timeout=240)
     assert result.returncode == 0, result.describe()
     assert jina.stats()["faults"] >= 1
     check(out, table, sinks)
 
 
 @pytest.mark.parametrize("sinks", SINKS)
-def test_429_storm(tmp_path: Path, jina, api_key, ray_tmp, sinks) -> None:
+def test_429_storm(tmp_path: Path, jina, env, sinks) -> None:
     """A storm: 40 requests in a row answered 429 (Retry-After: 1), then normal service; every 429 pauses the
     job's workers, which resume and finish with the exact output."""
     table, source = corpus(tmp_path, 1000, files=1, row_group_rows=250)
     out = tmp_path / "out"
     job = fault_job(tmp_path / "job.toml", source, out, sinks=sinks, shard_rows=250, embedding={"batch_size": 25})
     jina.inject(*["429"] * 40)
-    result = run_cli(job, env=cli_env(jina.url, api_key, ray_tmpdir=ray_tmp), timeout=240)
+    result = run_cli(job, env=env, timeout=240)
     assert result.returncode == 0, result.describe()
     stats = jina.stats()
     assert stats["faults_by_kind"].get("429") == 40, stats
     check(out, table, sinks)
     report = ledger(str(out / "_checkpoint")).read_report()
-    print(f"\n429 storm: {result.seconds:.1f}s, limiter saw {report['progress']['rate_limited']} 429s")
+    print(f"\n429 storm: {result.seconds:.1f}s, limiter saw {report.progress.rate_limited} 429s")
 
 
 # --- 5. the key revoked mid-run --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sinks", SINKS)
-def test_key_revoked_mid_run(tmp_path: Path, jina, api_key, ray_tmp, sinks) -> None:
+def test_key_revoked_mid_run(tmp_path: Path, jina, api_key, env, sinks) -> None:
     table, source = corpus(tmp_path, 3000)
     out = tmp_path / "out"
     job = fault_job(tmp_path / "job.toml", source, out, sinks=sinks, shard_rows=250, embedding={"batch_size": 50},
-                    limits={"rpm": 100_000, "tpm": 100_000_000, "max_concurrency": 4})
+                    limits=FOUR_AT_A_TIME)
     checkpoint = str(out / "_checkpoint")
-    env = cli_env(jina.url, api_key, ray_tmpdir=ray_tmp)
     jina.configure(latency_ms=150)
-    run = start_cli(job, env=env)
-    try:
-        wait_for(lambda: done_ids(checkpoint) or not run.running(), timeout=120, what="a done marker")
-        assert run.running(), "the run finished before the key could be revoked"
+    timing: dict[str, float] = {}
+
+    def revoke(run: CliProcess) -> None:
         jina.configure(revoked=True)
         revoked_at = time.monotonic()
         wait_for(lambda: not run.running(), timeout=60, what="the job to stop")
-        stopped_after = time.monotonic() - revoked_at
-    finally:
-        result = run.wait(60)
+        timing["stopped_after"] = time.monotonic() - revoked_at
+
+    result = interrupt_mid_run(job, checkpoint, revoke, env=env, what="the revocation", timeout=60)
+    stopped_after = timing["stopped_after"]
     assert result.returncode not in (0, -signal.SIGKILL), result.describe()
     assert stopped_after <= 10, f"the job took {stopped_after:.1f}s to stop after the key was revoked"
     message = result.stderr.lower()
@@ -317,7 +268,7 @@ def test_key_revoked_mid_run(tmp_path: Path, jina, api_key, ray_tmp, sinks) -> N
         for shard_id in done:
             assert any(shard_id in name for name in parts), f"the part of finished shard {shard_id} is gone"
     report = ledger(checkpoint).read_report()
-    assert report["status"] == "failed"
+    assert report.status == "failed"
     print(f"\nstopped {stopped_after:.1f}s after the revocation with {len(done)} shards done")
 
     jina.configure(revoked=False, latency_ms=0)
@@ -326,6 +277,5 @@ def test_key_revoked_mid_run(tmp_path: Path, jina, api_key, ray_tmp, sinks) -> N
     rerun = run_cli(job, env=env)
     assert rerun.returncode == 0, rerun.describe()
     check(out, table, sinks)
-    done_rows = sum(int(json.loads((Path(checkpoint) / "done" / f"{s}.json").read_text())["row_count"])
-                    for s in done)
-    assert jina.stats()["inputs"] == 3000 - done_rows, "the rerun pays only for shards not finished before"
+    assert jina.stats()["inputs"] == 3000 - shard_rows_done(checkpoint, done), \
+        "the rerun pays only for shards not finished before"

@@ -3,48 +3,26 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from jobtools import cli_env, corpus_rows, run_cli, short_tmpdir, start_cli, wait_for, write_parquet
+from faulttools import milvus_dump
+from jobtools import corpus_rows, run_cli, start_cli, wait_for, write_parquet
 
 from embedder.sinks.parquet import read_manifest_dataset
+from embedder.testing import incremental_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 ROWS, FILES, DIM = 6000, 3, 64
 
 
-def write_job(path: Path, source: Path, out: Path, extra: str = "") -> Path:
-    path.write_text(f"""
-mode = "incremental"
-[source]
-path = "{source}"
-passthrough = ["title"]
-shard_rows = 500
-[embedding]
-dimensions = {DIM}
-[limits]
-rpm = 100000
-tpm = 100000000
-max_concurrency = 8
-[workers]
-count = 2
-[[sinks]]
-kind = "parquet"
-path = "{out}/parquet"
-[[sinks]]
-kind = "milvus"
-uri = "{out}/milvus.db"
-collection = "docs"
-{extra}
-""")
-    return path
+def write_job(path: Path, source: Path, out: Path) -> Path:
+    """``source`` → Parquet in ``<out>/parquet`` and Milvus Lite in ``<out>/milvus.db``, incrementally."""
+    return incremental_job(path, source, out, dimensions=DIM)
 
 
 def write_corpus(directory: Path, table: pa.Table) -> None:
@@ -79,23 +57,11 @@ def parquet_vectors(out: Path) -> dict[str, np.ndarray]:
     return dict(zip(table["id"].to_pylist(), vectors, strict=True))
 
 
-MILVUS_DUMP = """
-import sys, numpy as np
-from pymilvus import MilvusClient
-client = MilvusClient(sys.argv[1])
-client.load_collection("docs")
-rows = client.query("docs", filter='id != ""', output_fields=["id", "vector"], limit=16384)
-np.savez(sys.argv[2], ids=np.array([r["id"] for r in rows]), vectors=np.array([r["vector"] for r in rows], "float32"))
-"""
-
-
 def milvus_vectors(out: Path) -> dict[str, np.ndarray]:
     """The collection's rows, read in a subprocess: Milvus Lite keeps a database locked by the process that
     opened it, and the next CLI run must be able to open it."""
-    dump = out / "milvus-dump.npz"
-    subprocess.run([sys.executable, "-c", MILVUS_DUMP, str(out / "milvus.db"), str(dump)], check=True, timeout=120)
-    data = np.load(dump)
-    return dict(zip(data["ids"].tolist(), data["vectors"], strict=True))
+    ids, vectors, _ = milvus_dump(out / "milvus.db")
+    return dict(zip(ids, vectors, strict=True))
 
 
 def assert_same(left: dict[str, np.ndarray], right: dict[str, np.ndarray]) -> None:
@@ -104,16 +70,21 @@ def assert_same(left: dict[str, np.ndarray], right: dict[str, np.ndarray]) -> No
         np.testing.assert_array_equal(vector, right[key])
 
 
-def test_incremental_run_embeds_only_what_changed_and_equals_a_fresh_full_run(tmp_path, jina, api_key):
-    rng = np.random.default_rng(5)
+@pytest.fixture
+def first_run(tmp_path: Path, jina, env) -> tuple[pa.Table, Path, Path, Path]:
+    """A corpus of ROWS rows in FILES files, embedded once by the incremental job: (table, corpus, out, job)."""
     table = corpus_rows(ROWS)
     corpus, out = tmp_path / "corpus", tmp_path / "out"
     write_corpus(corpus, table)
     job = write_job(tmp_path / "job.toml", corpus, out)
-    env = cli_env(jina.url, api_key, ray_tmpdir=short_tmpdir("inc-"))
-
     first = run_cli(job, env=env)
     assert first.returncode == 0, first.describe()
+    return table, corpus, out, job
+
+
+def test_incremental_run_embeds_only_what_changed_and_equals_a_fresh_full_run(tmp_path, jina, env, first_run):
+    rng = np.random.default_rng(5)
+    table, corpus, out, job = first_run
     full_tokens = jina.stats()["tokens"]
 
     new_table, edited, deleted, added = change(table, rng)
@@ -146,14 +117,9 @@ def test_incremental_run_embeds_only_what_changed_and_equals_a_fresh_full_run(tm
     assert jina.stats()["requests"] == 0
 
 
-def test_an_interrupted_incremental_run_converges(tmp_path, jina, api_key):
+def test_an_interrupted_incremental_run_converges(tmp_path, jina, env, first_run):
     rng = np.random.default_rng(9)
-    table = corpus_rows(ROWS)
-    corpus, out = tmp_path / "corpus", tmp_path / "out"
-    write_corpus(corpus, table)
-    job = write_job(tmp_path / "job.toml", corpus, out)
-    env = cli_env(jina.url, api_key, ray_tmpdir=short_tmpdir("inc-"))
-    assert run_cli(job, env=env).returncode == 0
+    table, corpus, out, job = first_run
 
     # edit a tenth of the rows so the incremental run has real work, and slow the server down
     new_table, *_ = change(table, rng)

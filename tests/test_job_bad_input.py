@@ -7,7 +7,6 @@ reported, never written twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,29 +15,21 @@ import pytest
 from jobtools import (
     Result,
     assert_exact_output,
-    cli_env,
     corpus_rows,
     done_ids,
     ledger,
-    private_ray_tmpdir,
     run_cli,
-    small_job,
     write_csv,
     write_jsonl,
     write_parquet,
 )
 
-
-@pytest.fixture
-def ray_tmp() -> Iterator[str]:
-    with private_ray_tmpdir() as path:
-        yield path
+from embedder.testing import small_job
 
 
 @pytest.fixture
-def run(tmp_path: Path, jina, api_key, ray_tmp):
+def run(tmp_path: Path, env):
     """``run(source, **job options)``: the job over ``source`` into ``tmp_path/out``; returns the CLI result."""
-    env = cli_env(jina.url, api_key, ray_tmpdir=ray_tmp)
 
     def go(source: Path | str, *args: str, **options) -> Result:
         job = small_job(tmp_path / "job.toml", source, tmp_path / "out", **options)
@@ -165,8 +156,8 @@ def test_corrupt_file_found_mid_run_keeps_finished_shards(tmp_path: Path, run, j
     assert str(bad) in failed.stderr and "Parquet" in failed.stderr, failed.describe()
     checkpoint = str(tmp_path / "out" / "_checkpoint")
     markers = ledger(checkpoint).done_markers()
-    assert {m["file"] for m in markers} == {str(tmp_path / "in" / "a.parquet")} and len(markers) == 3
-    assert ledger(checkpoint).read_report()["status"] == "failed"
+    assert {m.file for m in markers} == {str(tmp_path / "in" / "a.parquet")} and len(markers) == 3
+    assert ledger(checkpoint).read_report().status == "failed"
     assert not (tmp_path / "out" / "_manifest.json").exists(), "an incomplete output is not committed"
     assert jina.stats()["inputs"] == 900
 

@@ -19,32 +19,18 @@ import pytest
 from jobtools import (
     PYTHON,
     assert_exact_output,
-    cli_env,
     corpus_rows,
-    free_port,
-    kill_process_group,
     ledger,
-    private_ray_tmpdir,
     read_manifest,
     run_cli,
-    small_job,
     wait_for,
     write_mixed_corpus,
     write_parquet,
 )
 
+from embedder.testing import cli_env, free_port, kill_process_group, small_job
+
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def ray_tmp() -> Iterator[str]:
-    with private_ray_tmpdir() as path:
-        yield path
-
-
-@pytest.fixture
-def env(jina, api_key, ray_tmp) -> dict[str, str]:
-    return cli_env(jina.url, api_key, ray_tmpdir=ray_tmp)
 
 
 def test_mixed_formats_exact_output(tmp_path: Path, jina, env) -> None:
@@ -65,11 +51,11 @@ def test_mixed_formats_exact_output(tmp_path: Path, jina, env) -> None:
     assert sorted(p["shard_id"] for p in manifest["parts"]) == sorted(plan["shard_ids"]) == sorted(led.done_ids())
     assert plan["files"] == 4 and len(plan["shard_ids"]) == 10
     report = led.read_report()
-    assert report["status"] == "completed" and report["failed_rows_total"] == 0
-    assert report["progress"]["rows_embedded"] == 20_000
+    assert report.status == "completed" and report.failed_rows_total == 0
+    assert report.progress.rows_embedded == 20_000
     stats = jina.stats()
     assert stats["inputs"] == 20_000, "each row is billed once"
-    assert report["progress"]["tokens"] == stats["tokens"]
+    assert report.progress.tokens == stats["tokens"]
     assert api_key_absent(out, env["JINA_API_KEY"]) and env["JINA_API_KEY"] not in result.output
 
 
@@ -129,7 +115,7 @@ def test_null_and_empty_texts_are_dead_lettered_and_retried(tmp_path: Path, jina
     for reason in failed.column("reason").to_pylist():
         assert "empty" in reason or "null" in reason, reason
     report = led.read_report()
-    assert report["failed_rows_total"] == 4 and report["progress"]["rows_failed"] == 4
+    assert report.failed_rows_total == 4 and report.progress.rows_failed == 4
     assert jina.stats()["inputs"] == 2000 - 4
     failed_shards = led.failed_shard_ids()
     assert len(failed_shards) == 3
@@ -140,8 +126,8 @@ def test_null_and_empty_texts_are_dead_lettered_and_retried(tmp_path: Path, jina
     # just the three shards with dead letters are embedded again (their good rows); the fourth is skipped
     assert jina.stats()["inputs"] == 1500 - 4
     report = led.read_report()
-    assert report["progress"]["shards_skipped"] == 1 and report["progress"]["shards_done"] == 3
-    assert led.failed_shard_ids() == failed_shards and report["failed_rows_total"] == 4
+    assert report.progress.shards_skipped == 1 and report.progress.shards_done == 3
+    assert led.failed_shard_ids() == failed_shards and report.failed_rows_total == 4
     assert_exact_output(str(out), rows, dimensions=64, dead=dead_ids)
 
     jina.reset()
@@ -207,7 +193,7 @@ def test_s3_input_output_and_checkpoint(tmp_path: Path, jina, api_key, ray_tmp, 
     assert result.returncode == 0, result.describe()
     assert_exact_output(out, rows, dimensions=64, filesystem=fs)
     led = ledger("s3://results/checkpoints/job1", fs)
-    assert len(led.done_ids()) == 5 and led.read_report()["status"] == "completed"
+    assert len(led.done_ids()) == 5 and led.read_report().status == "completed"
     assert jina.stats()["inputs"] == 2000
 
     # resumable on object storage too: a rerun finds every shard done and calls nothing

@@ -6,34 +6,25 @@ text, and a rerun pays only for the shards that were not durably finished.
 
 from __future__ import annotations
 
-import json
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from jobtools import (
-    RayHead,
     assert_exact_output,
-    cli_env,
     corpus_rows,
     done_ids,
+    interrupt_mid_run,
+    kill_actor,
     ledger,
-    private_ray_tmpdir,
     run_cli,
-    small_job,
-    start_cli,
-    wait_for,
+    shard_rows_done,
     wait_server_idle,
     write_parquet,
 )
 
-
-@pytest.fixture
-def ray_tmp() -> Iterator[str]:
-    with private_ray_tmpdir() as path:
-        yield path
+from embedder.testing import RayCluster, cli_env, small_job
 
 
 def slow_job(tmp_path: Path, rows, *, shard_rows: int = 500) -> tuple[str, Path]:
@@ -50,23 +41,16 @@ def slow_job(tmp_path: Path, rows, *, shard_rows: int = 500) -> tuple[str, Path]
 
 
 @pytest.mark.slow
-def test_driver_sigkill_then_resume(tmp_path: Path, jina, api_key, ray_tmp) -> None:
+def test_driver_sigkill_then_resume(tmp_path: Path, jina, env) -> None:
     """Acceptance 2: SIGKILL the driver mid-run; the rerun pays only for unfinished shards and yields the same
     exact output; a rerun after completion makes no API request."""
     rows = corpus_rows(6000)
     job, out = slow_job(tmp_path, rows)
     checkpoint = str(out / "_checkpoint")
-    env = cli_env(jina.url, api_key, ray_tmpdir=ray_tmp)
     jina.configure(latency_ms=250)
 
-    run = start_cli(job, env=env)
-    try:
-        wait_for(lambda: len(done_ids(checkpoint)) >= 2 or not run.running(), timeout=120,
-                 what="two done markers")
-        assert run.running(), "the first run finished before it could be killed: make it slower"
-        run.kill(signal.SIGKILL)
-    finally:
-        killed = run.wait(60, reap_grace_s=3)
+    killed = interrupt_mid_run(job, checkpoint, lambda run: run.kill(signal.SIGKILL), env=env, what="the kill",
+                               markers=2, timeout=60, reap_grace_s=3)
     assert killed.returncode == -signal.SIGKILL, killed.describe()
     done_at_kill = done_ids(checkpoint)
     assert 2 <= len(done_at_kill) < 12, f"{len(done_at_kill)} of 12 shards were done at the kill"
@@ -81,8 +65,8 @@ def test_driver_sigkill_then_resume(tmp_path: Path, jina, api_key, ray_tmp) -> N
     stats = jina.stats()
     assert stats["inputs"] == 6000 - rows_done, "the rerun embeds exactly the rows of shards without a done marker"
     report = ledger(checkpoint).read_report()
-    assert report["progress"]["shards_skipped"] == len(done_at_kill)
-    assert report["progress"]["rows_embedded"] == 6000 - rows_done
+    assert report.progress.shards_skipped == len(done_at_kill)
+    assert report.progress.rows_embedded == 6000 - rows_done
 
     jina.reset()
     finished = run_cli(job, env=env)
@@ -91,49 +75,6 @@ def test_driver_sigkill_then_resume(tmp_path: Path, jina, api_key, ray_tmp) -> N
     assert finished.seconds < 30, f"a finished job's rerun took {finished.seconds:.1f}s"
     print(f"\nrerun of the finished job: {finished.seconds:.2f}s wall time, 0 API requests")
     assert_exact_output(str(out), rows, dimensions=64)
-
-
-def shard_rows_done(checkpoint: str, shard_ids: set[str]) -> int:
-    total = 0
-    for shard_id in shard_ids:
-        marker = json.loads((Path(checkpoint) / "done" / f"{shard_id}.json").read_text())
-        total += int(marker["row_count"])
-    return total
-
-
-KILL_ONE_WORKER = r"""
-import json, os, signal, sys, time
-import ray
-from ray.util.state import list_actors
-
-# ray.kill() needs an ActorHandle, and only the job's driver holds handles to its (unnamed) workers; another
-# driver cannot build one from an actor id. So the worker is killed the way a crash kills it: SIGKILL to the
-# actor's process, found through the state API. Ray then restarts the actor (max_restarts=-1) and fails the
-# calls it was running with ActorDiedError, exactly as after ray.kill(handle, no_restart=False).
-ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
-deadline = time.monotonic() + 60
-while True:
-    alive = [a for a in list_actors(address=sys.argv[1], filters=[("state", "=", "ALIVE")], limit=1000)
-             if a.class_name.endswith("EmbedWorker")]
-    if alive or time.monotonic() > deadline:
-        break
-    time.sleep(0.2)
-if not alive:
-    print(json.dumps({"killed": None}))
-    sys.exit(3)
-victim = alive[0]
-os.kill(victim.pid, signal.SIGKILL)
-deadline = time.monotonic() + 60
-restarts = 0
-while time.monotonic() < deadline:
-    state = list_actors(address=sys.argv[1], filters=[("actor_id", "=", victim.actor_id)], detail=True)
-    if state and (state[0].num_restarts or 0) >= 1:
-        restarts = state[0].num_restarts
-        break
-    time.sleep(0.2)
-print(json.dumps({"killed": victim.actor_id, "class_name": victim.class_name, "pid": victim.pid,
-                  "restarts": restarts, "alive_workers": len(alive)}))
-"""
 
 
 @pytest.mark.slow
@@ -145,28 +86,19 @@ def test_worker_killed_mid_run(tmp_path: Path, jina, api_key) -> None:
     job, out = slow_job(tmp_path, rows)
     checkpoint = str(out / "_checkpoint")
     jina.configure(latency_ms=250)
-    with RayHead(dashboard=True) as head:  # the state API (list_actors) is served by the dashboard
-        env = head.client_env(cli_env(jina.url, api_key, ray_address=head.address))
-        run = start_cli(job, env=env)
-        try:
-            wait_for(lambda: done_ids(checkpoint) or not run.running(), timeout=120, what="a done marker")
-            assert run.running(), "the run finished before a worker could be killed: make it slower"
-            killer = head.python(KILL_ONE_WORKER)
-            assert killer.returncode == 0, killer.stdout + killer.stderr
-            killed = json.loads(killer.stdout.strip().splitlines()[-1])
-            assert killed["killed"] and killed["restarts"] >= 1, killed
-            assert len(done_ids(checkpoint)) < 8, "the kill came after the run had finished its shards"
-        finally:
-            result = run.wait(150)
+    with RayCluster(dashboard=True) as cluster:  # the state API (list_actors) is served by the dashboard
+        result = interrupt_mid_run(job, checkpoint, lambda run: kill_actor(cluster, "EmbedWorker"),
+                                   env=cluster.client_env(cli_env(jina.url, api_key), connect=True),
+                                   what="the kill", total_shards=8, timeout=150)
     assert result.returncode == 0, result.describe()
     assert "trying it again" in result.stderr, "the killed worker's shard was given out again"
     assert_exact_output(str(out), rows, dimensions=64)
     report = ledger(checkpoint).read_report()
-    assert report["status"] == "completed" and report["progress"]["shards_done"] == 8
+    assert report.status == "completed" and report.progress.shards_done == 8
 
 
 @pytest.mark.slow
-def test_rate_limited_server(tmp_path: Path, jina, api_key, ray_tmp) -> None:
+def test_rate_limited_server(tmp_path: Path, jina, env) -> None:
     """Acceptance 5: the server's rpm/tpm are below the job's limits, so it answers 429s; the job absorbs them,
     completes with the exact output, and reports its achieved tokens per minute and the 429 count."""
     rows = corpus_rows(3000)  # about 147k tokens: more than the server's minute allows
@@ -177,20 +109,20 @@ def test_rate_limited_server(tmp_path: Path, jina, api_key, ray_tmp) -> None:
                     limits={"rpm": 1000, "tpm": 1_000_000, "max_concurrency": 4})
     jina.configure(rpm=25, tpm=100_000)
     started = time.monotonic()
-    result = run_cli(job, env=cli_env(jina.url, api_key, ray_tmpdir=ray_tmp))
+    result = run_cli(job, env=env)
     assert result.returncode == 0, result.describe()
     assert_exact_output(str(out), rows, dimensions=64)
     stats = jina.stats()
     assert stats["rate_limited"] >= 1, "the server should have answered 429 at least once"
     report = ledger(str(out / "_checkpoint")).read_report()
-    progress = report["progress"]
-    assert progress["rate_limited"] == stats["rate_limited"], "every 429 the server sent is counted"
-    assert progress["tokens"] == stats["tokens"] and stats["inputs"] == 3000
-    expected_tpm = progress["tokens"] / (report["elapsed_s"] / 60)
-    assert report["tokens_per_minute"] == pytest.approx(expected_tpm, rel=0.02)
+    progress = report.progress
+    assert progress.rate_limited == stats["rate_limited"], "every 429 the server sent is counted"
+    assert progress.tokens == stats["tokens"] and stats["inputs"] == 3000
+    expected_tpm = progress.tokens / (report.elapsed_s / 60)
+    assert report.tokens_per_minute == pytest.approx(expected_tpm, rel=0.02)
     assert f"429s {stats['rate_limited']}" in result.stderr
     print(f"\nrate-limited run: {time.monotonic() - started:.1f}s, {stats['rate_limited']} 429s "
-          f"({stats['rate_limited_by_code']}), {report['tokens_per_minute']:,.0f} tokens/min achieved")
+          f"({stats['rate_limited_by_code']}), {report.tokens_per_minute:,.0f} tokens/min achieved")
 
 
 @pytest.mark.parametrize("how", ["successor", "lease"])

@@ -6,26 +6,23 @@ killed mid-run and rerun leaves exactly one row per id; a mismatching collection
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow.dataset as ds
 import pytest
+from jobtools import Result, interrupt_mid_run, run_cli, wait_server_idle
 from pymilvus import DataType
 
 from embedder.cli import search as search_cli
 from embedder.cli.sample_corpus import write_parquet_corpus
 from embedder.sinks.milvus import connect, disconnect
+from embedder.testing import job_tables, write_job
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -42,74 +39,19 @@ def corpus() -> Iterator[Path]:
         yield Path(directory)
 
 
-def write_job(path: Path, corpus: Path, *, parquet: bool = False, workers: int = 2) -> Path:
-    sinks = '[[sinks]]\nkind = "milvus"\nuri = "milvus/vectors.db"\ncollection = "docs"\n'
-    if parquet:
-        sinks = '[[sinks]]\nkind = "parquet"\npath = "out"\n\n' + sinks
-    path.write_text(f"""
-[source]
-path = "{corpus}"
-passthrough = ["title", "topic"]
-shard_rows = {SHARD_ROWS}
-
-[embedding]
-model = "jina-embeddings-v3"
-dimensions = {DIM}
-
-[limits]
-rpm = 100000
-tpm = 100000000
-max_concurrency = 8
-
-[workers]
-count = {workers}
-cpus_per_worker = 0.25
-
-[checkpoint]
-path = "ledger"
-
-[progress]
-interval_s = 1.0
-
-{sinks}""", encoding="utf-8")
-    return path
+def milvus_job(path: Path, corpus: Path, *, parquet: bool = False, workers: int = 2) -> Path:
+    """The corpus into the collection ``docs`` of Milvus Lite (and Parquet, with ``parquet``); every output path
+    is relative to the job's folder, where it runs: ``milvus/vectors.db``, ``out/``, the ledger in ``ledger/``."""
+    sinks = [{"kind": "parquet", "path": "out"}] if parquet else []
+    sinks.append({"kind": "milvus", "uri": "milvus/vectors.db", "collection": "docs"})
+    return write_job(path, **job_tables(corpus, dimensions=DIM, shard_rows=SHARD_ROWS, workers=workers,
+                                        passthrough=("title", "topic")),
+                     checkpoint={"path": "ledger"}, sinks=sinks)
 
 
-@pytest.fixture
-def env(jina, api_key) -> Iterator[dict[str, str]]:
-    """The environment of ``embedder run``: the key, the local server, a private Ray temp dir."""
-    ray_tmpdir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray puts Unix sockets below it
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "JINA", "MILVUS"))}
-    environ.update(JINA_API_KEY=api_key, JINA_API_BASE=jina.url, PYTHONUNBUFFERED="1", RAY_USAGE_STATS_ENABLED="0",
-                   RAY_TMPDIR=ray_tmpdir)
-    yield environ
-    shutil.rmtree(ray_tmpdir, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def embedder_run(job: Path, env: dict[str, str]) -> Iterator[subprocess.Popen]:
-    """``python -m embedder run JOB`` in its own process group; whatever is left of it is killed at the end."""
-    with open(job.parent / "run.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "embedder", "run", str(job)], cwd=job.parent, env=env,
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)  # the group of this run only: its local Ray's leftovers
-
-
-def run_job(job: Path, env: dict[str, str]) -> tuple[int, str]:
-    start = (job.parent / "run.log").stat().st_size if (job.parent / "run.log").exists() else 0
-    with embedder_run(job, env) as proc:
-        try:
-            code = proc.wait(RUN_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            code = -1
-    return code, (job.parent / "run.log").read_text(errors="replace")[start:]
+def run_job(job: Path, env: dict[str, str]) -> Result:
+    """``embedder run JOB`` in the job's folder, to completion."""
+    return run_cli(job, env=env, cwd=job.parent, timeout=RUN_TIMEOUT_S)
 
 
 def milvus_rows(db: Path, fields: tuple[str, ...] = ("vector",)) -> tuple[list, dict[str, list], int]:
@@ -132,10 +74,10 @@ def milvus_rows(db: Path, fields: tuple[str, ...] = ("vector",)) -> tuple[list, 
 
 def test_two_sinks_hold_the_same_vectors_and_search_finds_a_document(tmp_path, corpus, jina, api_key, env,
                                                                        monkeypatch, capsys):
-    job = write_job(tmp_path / "job.toml", corpus, parquet=True)
-    code, output = run_job(job, env)
-    assert code == 0, output
-    assert "output milvus://docs: 20,000 rows" in output
+    job = milvus_job(tmp_path / "job.toml", corpus, parquet=True)
+    result = run_job(job, env)
+    assert result.returncode == 0, result.describe()
+    assert "output milvus://docs: 20,000 rows" in result.output
     report = json.loads((tmp_path / "ledger" / "run_report.json").read_text())
     milvus_output = next(o for o in report["outputs"] if o["location"] == "milvus://docs")
     assert (milvus_output["count"], milvus_output["expected_rows"]) == (ROWS, ROWS)
@@ -170,36 +112,29 @@ def test_two_sinks_hold_the_same_vectors_and_search_finds_a_document(tmp_path, c
 
 def test_a_killed_driver_and_a_rerun_leave_exactly_one_row_per_id(tmp_path, corpus, jina, env):
     jina.configure(latency_ms=250)  # slow enough to kill the run half way
-    job = write_job(tmp_path / "job.toml", corpus)
+    job = milvus_job(tmp_path / "job.toml", corpus)
     done = tmp_path / "ledger" / "done"
-    with embedder_run(job, env) as proc:
-        deadline = time.monotonic() + RUN_TIMEOUT_S
-        while not (done.is_dir() and len(os.listdir(done)) >= 3):
-            assert proc.poll() is None, (tmp_path / "run.log").read_text()
-            assert time.monotonic() < deadline, "no shard finished in time"
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGKILL)  # the driver only; its Ray and sink actor die with it
-        proc.wait()
+    # the driver only; its Ray and sink actor die with it
+    interrupt_mid_run(job, str(tmp_path / "ledger"), lambda run: run.kill(signal.SIGKILL), env=env,
+                      what="the kill", markers=3, cwd=tmp_path, wait_s=RUN_TIMEOUT_S, reap_grace_s=3)
     finished = len(os.listdir(done))
     assert 3 <= finished < ROWS // SHARD_ROWS, "the run was not interrupted half way"
 
-    deadline = time.monotonic() + 30  # requests of the killed run still being served would count after a reset
-    while jina.stats()["in_flight"] and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_server_idle(jina)  # requests of the killed run still being served would count after a reset
     jina.reset()
     jina.configure(latency_ms=0)
-    code, output = run_job(job, env)
-    assert code == 0, output
-    assert f"{finished} shards already done" in output
+    rerun = run_job(job, env)
+    assert rerun.returncode == 0, rerun.describe()
+    assert f"{finished} shards already done" in rerun.output
     assert jina.stats()["inputs"] == ROWS - finished * SHARD_ROWS  # only the shards without a marker are paid
     ids, _, count = milvus_rows(tmp_path / "milvus" / "vectors.db", fields=())
     assert count == ROWS and len(ids) == ROWS and len(set(ids)) == ROWS
 
     requests = jina.stats()["requests"]
-    code, output = run_job(job, env)  # complete already: no Ray, no request, the count unchanged
-    assert code == 0, output
+    again = run_job(job, env)  # complete already: no Ray, no request, the count unchanged
+    assert again.returncode == 0, again.describe()
     assert jina.stats()["requests"] == requests
-    assert "output milvus://docs: 20,000 rows" in output
+    assert "output milvus://docs: 20,000 rows" in again.output
     assert milvus_rows(tmp_path / "milvus" / "vectors.db", fields=())[2] == ROWS
 
 
@@ -218,10 +153,11 @@ def test_a_mismatching_collection_stops_the_job_before_any_request(tmp_path, cor
         client.create_collection("docs", schema=schema)
     finally:
         disconnect(client, str(db))
-    job = write_job(tmp_path / "job.toml", corpus, workers=1)
-    code, output = run_job(job, env)
-    assert code != 0  # 2 with a one-line message once job.py raises the sink actor's own error
-    assert "Milvus collection 'docs' at " in output and f"expected {expected}, found {found}" in output
+    job = milvus_job(tmp_path / "job.toml", corpus, workers=1)
+    result = run_job(job, env)
+    assert result.returncode != 0  # 2 with a one-line message once job.py raises the sink actor's own error
+    assert "Milvus collection 'docs' at " in result.output
+    assert f"expected {expected}, found {found}" in result.output
     assert jina.stats()["requests"] == 0
     assert not (tmp_path / "ledger" / "done").is_dir() or not os.listdir(tmp_path / "ledger" / "done")
     ids, _, count = milvus_rows(db, fields=())

@@ -15,24 +15,15 @@ How the pieces reach the job:
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from jobtools import (
-    MODEL,
-    RAY,
-    REPO,
-    RayHead,
-    assert_exact_output,
-    corpus_rows,
-    ledger,
-    write_job,
-    write_parquet,
-)
+from jobtools import REPO, assert_exact_output, corpus_rows, ledger, write_parquet
+
+from embedder.testing import MODEL, RayCluster, write_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -51,17 +42,11 @@ def upload_dir(tmp_path: Path) -> Path:
     return work
 
 
-def ray_cli(head: RayHead, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = head.client_env({k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "JINA"))})
-    return subprocess.run([RAY, *args], capture_output=True, text=True, env=env, timeout=timeout, check=False,
-                          stdin=subprocess.DEVNULL)
-
-
-def submit(head: RayHead, work: Path, *, attempts: int = 10) -> subprocess.CompletedProcess[str]:
+def submit(cluster: RayCluster, work: Path, *, attempts: int = 10) -> subprocess.CompletedProcess[str]:
     """``ray job submit`` of the entrypoint; right after ``ray start`` the head may still have no job agent
     ("No available agent to submit job"), so that answer (and only that one) is retried for a while."""
     for _ in range(attempts):
-        result = ray_cli(head, "job", "submit", "--address", head.dashboard_url, "--working-dir", str(work),
+        result = cluster.ray("job", "submit", "--address", cluster.dashboard_url, "--working-dir", str(work),
                          "--", "python", "jobs/embed_corpus.py", "job.toml")
         if "No available agent" not in result.stdout + result.stderr:
             break
@@ -82,14 +67,14 @@ def test_ray_job_submit_runs_the_job_entrypoint(tmp_path: Path, jina, api_key) -
               progress={"interval_s": 2.0},
               sink={"kind": "parquet", "path": str(out)})
 
-    with RayHead(dashboard=True, env={"JINA_API_KEY": api_key}) as head:
-        submitted = submit(head, work)
-        listed = ray_cli(head, "job", "list", "--address", head.dashboard_url)
+    with RayCluster(dashboard=True, env={"JINA_API_KEY": api_key}) as cluster:
+        submitted = submit(cluster, work)
+        listed = cluster.ray("job", "list", "--address", cluster.dashboard_url)
         job_ids = [line.split("'")[1] for line in submitted.stdout.splitlines() if "submitted successfully" in line]
-        logs = ray_cli(head, "job", "logs", "--address", head.dashboard_url, job_ids[0]) if job_ids else None
-        session_logs = b"".join(p.read_bytes() for p in Path(head.temp_dir).rglob("*.log") if p.is_file())
-        session_logs += b"".join(p.read_bytes() for p in Path(head.temp_dir).rglob("*.out") if p.is_file())
-        session_logs += b"".join(p.read_bytes() for p in Path(head.temp_dir).rglob("*.err") if p.is_file())
+        logs = cluster.ray("job", "logs", "--address", cluster.dashboard_url, job_ids[0]) if job_ids else None
+        session_logs = b"".join(p.read_bytes() for p in Path(cluster.temp_dir).rglob("*.log") if p.is_file())
+        session_logs += b"".join(p.read_bytes() for p in Path(cluster.temp_dir).rglob("*.out") if p.is_file())
+        session_logs += b"".join(p.read_bytes() for p in Path(cluster.temp_dir).rglob("*.err") if p.is_file())
 
     shown = submitted.stdout + submitted.stderr
     assert submitted.returncode == 0, shown[-6000:]
@@ -109,6 +94,6 @@ def test_ray_job_submit_runs_the_job_entrypoint(tmp_path: Path, jina, api_key) -
 
     assert_exact_output(str(out), rows, dimensions=64)
     report = ledger(str(out / "_checkpoint")).read_report()
-    assert report["status"] == "completed" and report["progress"]["rows_embedded"] == 1500
-    assert api_key not in json.dumps(report)
+    assert report.status == "completed" and report.progress.rows_embedded == 1500
+    assert api_key not in json.dumps(report.to_dict())
     assert jina.stats()["inputs"] == 1500
