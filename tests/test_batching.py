@@ -31,16 +31,6 @@ def test_plan_batches_covers_every_item_once_within_limits():
         assert counts[start:end].sum() <= 5000 or end - start == 1
 
 
-def test_plan_batches_keeps_groups_together():
-    ranges = plan_batches([1] * 7, 4, 100, group_sizes=[3, 3, 1])
-    assert ranges == [(0, 3), (3, 7)]
-
-
-def test_plan_batches_rejects_a_group_that_cannot_fit():
-    with pytest.raises(ValueError, match="group 1"):
-        plan_batches([1] * 7, 4, 100, group_sizes=[2, 5])
-
-
 def test_estimator_calibrates_toward_billed_tokens():
     estimator = TokenEstimator(chars_per_token=3.0, overhead=2)
     assert estimator.estimate_lengths(np.array([300]))[0] == 102

@@ -15,6 +15,12 @@ from embedder.errors import FatalError, InputRejected, ResponseMismatch, Validat
 from embedder.jina.client import EmbedOptions, JinaClient, RetryPolicy
 from embedder.jina.embedding import Embedder
 from embedder.jina.function import JinaEmbeddingFunction
+from embedder.jina.windows import (
+    DEFAULT_CHARS_PER_TOKEN,
+    LATE_CHUNKING_MARGIN,
+    WINDOW_OVERLAP_CHUNKS,
+    plan_document,
+)
 from embedder.mock_jina.vectors import embed_texts
 
 
@@ -207,11 +213,25 @@ def test_late_chunking_keeps_a_document_in_one_request(jina, api_key):
     transport_texts = [f"chunk {i} of the same long document" for i in range(30)]
     with JinaEmbeddingFunction(api_key=api_key, api_base=jina.url, late_chunking=True, dimensions=64) as ef:
         vectors = ef(transport_texts)
-        with pytest.raises(InputRejected, match="late chunking"):
-            ef(["lorem " * 4000, "ipsum " * 4000])  # about 8,000 tokens each: cannot travel in one request
     assert jina.stats()["requests"] == 1
     expected = embed_texts("jina-embeddings-v3", transport_texts, 64, late_chunking=True)
     np.testing.assert_allclose(np.vstack(vectors), expected, rtol=1e-6)
+
+
+def test_late_chunking_past_the_cut_uses_windows_instead_of_failing(jina, api_key):
+    """One call is one document; when its texts exceed the API's cut they travel in windows, as the job's do."""
+    chunks = [f"{word} " * 4000 for word in ("lorem", "ipsum", "dolor", "amet")]  # ~4,000 tokens each
+    with JinaEmbeddingFunction(api_key=api_key, api_base=jina.url, late_chunking=True, dimensions=64) as ef:
+        vectors = np.vstack(ef(chunks))
+    plan = plan_document([len(c) for c in chunks], chars_per_token=DEFAULT_CHARS_PER_TOKEN,
+                         budget=int(8192 * LATE_CHUNKING_MARGIN), overlap=WINDOW_OVERLAP_CHUNKS, max_inputs=2048)
+    assert len(plan.groups) > 1 and jina.stats()["requests"] == len(plan.groups)
+    assert jina.stats()["late_chunking_over_cut"] == 0  # no request went past the cut
+    for index, position in enumerate(plan.picks):
+        start, end = next((s, e) for s, e in plan.groups if s <= position < e)
+        window = [chunks[c] for c in plan.order[start:end]]
+        expected = embed_texts("jina-embeddings-v3", window, 64, late_chunking=True)[position - start]
+        np.testing.assert_allclose(vectors[index], expected, rtol=1e-6)
 
 
 def test_the_seed_example_runs_unchanged(jina, api_key, monkeypatch):

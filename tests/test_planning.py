@@ -9,7 +9,7 @@ import pytest
 from embedder.cli.sample_corpus import write_parquet_corpus
 from embedder.config import default_job
 from embedder.errors import InputError
-from embedder.source.duplicates import check_duplicate_ids
+from embedder.source.checks import check_input
 from embedder.source.planning import build_plan, format_plan
 
 
@@ -35,7 +35,7 @@ def test_duplicate_ids_across_files_are_refused_with_their_places(tmp_path):
     config = default_job(overrides=[f"source.path={tmp_path}", f"sink.path={tmp_path / 'out'}"])
     plan = build_plan(config)
     with pytest.raises(InputError) as info:
-        check_duplicate_ids(plan.shards, config.source, None)
+        check_input(plan.shards, config.source, None)
     message = str(info.value)
     assert "id 'b'" in message and "one.parquet row 1" in message and "two.parquet row 1" in message
 
@@ -45,4 +45,4 @@ def test_unique_ids_pass(tmp_path):
     config = default_job(overrides=[f"source.path={tmp_path / 'corpus'}", f"sink.path={tmp_path / 'out'}",
                                     "source.shard_rows=500"])
     plan = build_plan(config)
-    check_duplicate_ids(plan.shards, config.source, None)
+    check_input(plan.shards, config.source, None)

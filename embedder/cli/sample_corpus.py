@@ -60,3 +60,35 @@ def write_parquet_corpus(directory: str, rows: int, *, files: int = 4, row_group
         paths.append(path)
         start += count
     return paths
+
+
+def generate_documents(count: int, *, min_tokens: int = 300, max_tokens: int = 30_000, start: int = 0,
+                       seed: int = 7) -> pa.Table:
+    """``count`` long documents (ids ``doc-<n>``) of ``min_tokens`` to ``max_tokens`` tokens (about 4 characters
+    each, spread log-uniformly): paragraphs of topic-flavoured sentences separated by blank lines."""
+    rng = np.random.default_rng(seed + start)
+    topic_names = list(TOPICS)
+    ids, titles, texts, topics = [], [], [], []
+    for n in range(start, start + count):
+        topic = int(rng.integers(len(topic_names)))
+        target = 4 * float(np.exp(rng.uniform(np.log(min_tokens), np.log(max_tokens))))
+        vocab = TOPICS[topic_names[topic]].split()
+        paragraphs: list[str] = []
+        size = 0
+        while size < target:
+            sentences = [_sentence(rng, vocab) for _ in range(int(rng.integers(2, 9)))]
+            paragraphs.append(" ".join(sentences))
+            size += len(paragraphs[-1]) + 2
+        ids.append(f"doc-{n:06d}")
+        titles.append(f"{topic_names[topic].title()} report {n}")
+        texts.append("\n\n".join(paragraphs))
+        topics.append(topic_names[topic])
+    return pa.table({"id": ids, "title": titles, "topic": topics, "text": texts})
+
+
+def _sentence(rng: np.random.Generator, vocab: list[str]) -> str:
+    length = int(rng.integers(8, 26))
+    picks = rng.random(length) < 0.45
+    words = [vocab[int(i)] if pick else FILLER[int(j)] for pick, i, j in
+             zip(picks, rng.integers(len(vocab), size=length), rng.integers(len(FILLER), size=length), strict=True)]
+    return " ".join(words).capitalize() + rng.choice([".", ".", ".", "?", "!"])

@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from embedder.config import schema
+from embedder.config.chunking import ChunkingConfig, check_documents
 from embedder.config.fields import Context, build_section, check_value, coerce, did_you_mean, show_value
 from embedder.config.sinks import SINK_CLASSES, SINK_KINDS, MilvusSinkConfig, SinkConfig, default_checkpoint_path
 from embedder.errors import ConfigError
@@ -35,12 +36,15 @@ def build_job(data: dict[str, Any], ctx: Context) -> schema.JobConfig:
     checkpoint = build_section(schema.CheckpointConfig, data.get("checkpoint", {}), "checkpoint", ctx)
     if not checkpoint.path:
         checkpoint = schema.CheckpointConfig(path=default_checkpoint_path(sinks))
+    chunking = build_section(ChunkingConfig, data["chunking"], "chunking", ctx) if "chunking" in data else None
+    check_documents(chunking, source, embedding, ctx)
     return schema.JobConfig(
         mode=mode, source=source, embedding=embedding,
         limits=build_section(schema.LimitsConfig, data.get("limits", {}), "limits", ctx),
         workers=build_section(schema.WorkersConfig, data.get("workers", {}), "workers", ctx),
         sinks=sinks, checkpoint=checkpoint,
         progress=build_section(schema.ProgressConfig, data.get("progress", {}), "progress", ctx),
+        chunking=chunking,
     )
 
 

@@ -10,6 +10,7 @@ hold no secrets: the API key and the Milvus token are read from the environment 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,15 +19,17 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from embedder.config.chunking import ChunkingConfig
 from embedder.config.fields import checked
 from embedder.config.sinks import MilvusSinkConfig, SinkConfig
 from embedder.jina.models import API_KEY_ENVS, DEFAULT_API_BASE, EMBEDDING_TYPES, ModelSpec, is_known_model, model_spec
+from embedder.jina.windows import DEFAULT_CHARS_PER_TOKEN, LATE_CHUNKING_MARGIN, WINDOW_OVERLAP_CHUNKS
 from embedder.secrets import mask_uri, secret_marker
 
 MODES = ("full", "incremental")
 SOURCE_FORMATS = ("parquet", "jsonl", "csv", "arrow")
 ID_TYPES = ("int64", "string")
-RESERVED_COLUMNS = ("id", "text", "_row")
+RESERVED_COLUMNS = ("id", "text", "_row", "vector", "content_hash")
 """Names a shard's rows carry besides the passthrough columns: no passthrough column may take them."""
 FINGERPRINT_VERSION = 1
 """Bumped when the meaning of a fingerprint field changes, so old ledgers are refused rather than misread."""
@@ -75,6 +78,10 @@ class SourceConfig:
     """Endpoint of an S3-compatible store for every ``s3://`` path of the job; ``""``: AWS."""
     id_type: str | None = checked(None, choices=ID_TYPES)
     """``int64`` or ``string``: convert ids to that type (CSV ids are text); ``None``: as stored."""
+    document_column: str | None = None
+    """Pre-chunked input: the column naming each row's document. A document's rows must be contiguous."""
+    chunk_order_column: str | None = None
+    """Pre-chunked input: the column ordering a document's rows (``None``: their order in the input)."""
 
     @property
     def template_fields(self) -> tuple[str, ...]:
@@ -87,9 +94,14 @@ class SourceConfig:
         return (self.text_column,) if self.text_column is not None else self.template_fields
 
     @property
+    def document_columns(self) -> tuple[str, ...]:
+        """Pre-chunked input: the document column and the order column (``()`` otherwise)."""
+        return tuple(c for c in (self.document_column, self.chunk_order_column) if c is not None)
+
+    @property
     def read_columns(self) -> tuple[str, ...]:
-        """Every column a worker reads: id, text columns, passthrough (no duplicates)."""
-        return tuple(dict.fromkeys((self.id_column, *self.text_columns, *self.passthrough)))
+        """Every column a worker reads: id, text columns, document columns, passthrough (no duplicates)."""
+        return tuple(dict.fromkeys((self.id_column, *self.text_columns, *self.document_columns, *self.passthrough)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,7 +117,17 @@ class EmbeddingConfig:
     dimensions: int | None = None
     """Output size (Matryoshka truncation); ``None``: the model's default size."""
     late_chunking: bool = False
-    """Embed a request's inputs as one sequence, then split (needs a model that supports it)."""
+    """Embed a document's chunks as one sequence, then pool each chunk (needs a model that supports it). A request
+    then holds one document's chunks only."""
+    window_tokens: int = checked(0, ge=0)
+    """Late chunking: estimated tokens one request (a window of a document's chunks) may hold; 0: 80% of the
+    model's late-chunking cut (8,192 tokens for v3)."""
+    window_overlap_chunks: int = checked(WINDOW_OVERLAP_CHUNKS, ge=0)
+    """Late chunking: chunks that consecutive windows of a document longer than a window share."""
+    chars_per_token: float = checked(DEFAULT_CHARS_PER_TOKEN, gt=0)
+    """The job's token estimate (characters per token), for chunk sizes, late-chunking windows and plans. About 4
+    for English; lower it for scripts with fewer characters per token (2 for most European languages' long
+    words is safe, 1 for Chinese or Japanese)."""
     normalized: bool = True
     """Ask for L2-normalised vectors."""
     truncate: bool = False
@@ -144,6 +166,12 @@ class EmbeddingConfig:
     def effective_batch_size(self) -> int:
         """Inputs per request after applying the ``0 = model maximum`` rule."""
         return self.batch_size or self.spec.max_inputs
+
+    @property
+    def effective_window_tokens(self) -> int:
+        """Late chunking: a window's budget after the ``0 = 80% of the model's cut`` rule (a margin for the
+        estimate)."""
+        return self.window_tokens or int(self.spec.late_chunking_max_tokens * LATE_CHUNKING_MARGIN)
 
     @property
     def api_key_envs(self) -> tuple[str, ...]:
@@ -227,6 +255,8 @@ class JobConfig:
     """``[checkpoint]``: the ledger; its path is always filled in by the loader."""
     progress: ProgressConfig = field(default_factory=ProgressConfig)
     """``[progress]``: progress output."""
+    chunking: ChunkingConfig | None = None
+    """``[chunking]``: split long documents into chunks; ``None`` (no table): one vector per row."""
     config_path: str | None = None
     """The job file this came from (``None`` when built from a dict)."""
 
@@ -259,7 +289,29 @@ class JobConfig:
         # fingerprint (and its ledger) across upgrades
         if src.id_type is not None:
             fields["id_type"] = src.id_type
+        fields.update(self._document_fingerprint())
         return fields
+
+    def _document_fingerprint(self) -> dict[str, Any]:
+        """What shapes chunks and late-chunking windows, when they are used."""
+        emb, src = self.embedding, self.source
+        fields: dict[str, Any] = {}
+        if self.chunking is not None:
+            fields["chunking"] = dataclasses.asdict(self.chunking)
+        for name in ("document_column", "chunk_order_column"):
+            if getattr(src, name) is not None:
+                fields[name] = getattr(src, name)
+        if self.chunking is not None or emb.late_chunking:
+            fields["chars_per_token"] = emb.chars_per_token
+        if emb.late_chunking:
+            fields["window_tokens"] = emb.effective_window_tokens
+            fields["window_overlap_chunks"] = emb.window_overlap_chunks
+        return fields
+
+    @property
+    def documents(self) -> bool:
+        """Whether the output has a row per chunk (``doc_id``, ``chunk_index``...) rather than one per input row."""
+        return self.chunking is not None or self.source.document_column is not None
 
     @property
     def secret_envs(self) -> tuple[str, ...]:
@@ -305,12 +357,14 @@ class JobConfig:
             "sinks": [sink.display(env) for sink in self.sinks],
             "checkpoint": {"path": mask_uri(self.checkpoint.path)},
             "progress": asdict(self.progress),
+            "chunking": None if self.chunking is None else asdict(self.chunking),
         }
 
 
 # The job file's tables, by name (``[[sinks]]`` entries pick their class by ``kind``).
 SECTIONS: dict[str, type] = {"source": SourceConfig, "embedding": EmbeddingConfig, "limits": LimitsConfig,
-                             "workers": WorkersConfig, "checkpoint": CheckpointConfig, "progress": ProgressConfig}
+                             "workers": WorkersConfig, "checkpoint": CheckpointConfig, "progress": ProgressConfig,
+                             "chunking": ChunkingConfig}
 TOP_LEVEL_KEYS = ("mode", *SECTIONS, "sink", "sinks")
 
 

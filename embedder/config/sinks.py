@@ -36,11 +36,13 @@ class ParquetSinkConfig:
     """Sink type."""
     path: str
     """Output directory or URI (``s3://bucket/prefix``). Required."""
+    store_text: bool = False
+    """Also write the embedded text (the chunk's text when chunking) in a ``text`` column."""
 
     @property
-    def target(self) -> dict[str, str]:
-        """Where the vectors go, as hashed into the fingerprint."""
-        return {"kind": self.kind, "path": normalise_location(self.path)}
+    def target(self) -> dict[str, Any]:
+        """Where the vectors go and what columns they carry, as hashed into the fingerprint."""
+        return _with_text({"kind": self.kind, "path": normalise_location(self.path)}, self.store_text)
 
     @property
     def location(self) -> str:
@@ -80,6 +82,8 @@ class MilvusSinkConfig:
     """Upper bound of one upsert's payload."""
     token_env: str = "MILVUS_TOKEN"
     """NAME of the environment variable holding the server token (``user:password`` or API key)."""
+    store_text: bool = False
+    """Also store the embedded text (the chunk's text when chunking) in a ``text`` VARCHAR field."""
 
     @property
     def is_lite(self) -> bool:
@@ -87,11 +91,11 @@ class MilvusSinkConfig:
         return is_lite_uri(self.uri)
 
     @property
-    def target(self) -> dict[str, str]:
-        """Where the vectors go, as hashed into the fingerprint."""
+    def target(self) -> dict[str, Any]:
+        """Where the vectors go and what fields they carry, as hashed into the fingerprint."""
         location = normalise_location(self.uri)
-        return {"kind": self.kind, "uri": location, "db_name": self.db_name or "default",
-                "collection": self.collection}
+        return _with_text({"kind": self.kind, "uri": location, "db_name": self.db_name or "default",
+                           "collection": self.collection}, self.store_text)
 
     @property
     def location(self) -> str:
@@ -116,6 +120,11 @@ class MilvusSinkConfig:
 SinkConfig = ParquetSinkConfig | MilvusSinkConfig
 SINK_CLASSES: dict[str, type[ParquetSinkConfig] | type[MilvusSinkConfig]] = {
     "parquet": ParquetSinkConfig, "milvus": MilvusSinkConfig}
+
+
+def _with_text(target: dict[str, Any], store_text: bool) -> dict[str, Any]:
+    # a key added after the first release counts only when set: a job that does not use it keeps its fingerprint
+    return {**target, "store_text": True} if store_text else target
 
 
 def normalise_location(location: str) -> str:

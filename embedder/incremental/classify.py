@@ -1,24 +1,27 @@
 """Incremental backfills: compare the input with the finished dataset and embed only what changed.
 
-Every output row carries ``content_hash`` (the exact text sent, keyed by what shapes its vector). An incremental
-run plans the input as usual; shards whose file did not change keep their shard id and their done marker, so they
-are skipped as on any resume. For the other shards, each input row is classified against the dataset the last
-completed run left (its manifest):
+The unit of change is the document (an input row, or the rows of one document of pre-chunked input). Every output
+row carries ``content_hash``: the document's content, keyed by what shapes its vectors. An incremental run plans
+the input as usual; shards whose file did not change keep their shard id and their done marker, so they are skipped
+as on any resume. For the other shards, each document is classified against the dataset the last completed run
+left (its manifest):
 
-    new        the id is not in the dataset                     -> embedded
-    changed    the id is there with another content_hash        -> embedded
-    unchanged  the id is there with the same content_hash       -> its vector is copied, no API call
-    deleted    an id of the dataset that the input no longer has -> left out of the new version (Milvus: deleted)
+    new        the document is not in the dataset                 -> embedded
+    changed    it is there with another content_hash              -> embedded; all its chunks replaced
+    unchanged  it is there with the same content_hash             -> its chunks' vectors are copied, no API call
+    deleted    a document of the dataset the input no longer has  -> its chunks leave (Milvus: deleted)
 
-The comparison is done bucket by bucket (bucket = a stable hash of the id), so memory holds one bucket at a time:
-each side is first spilled to Parquet files per bucket under the ledger, then each bucket is joined on its own.
-The result — for every row of every shard to process, "embed" or "copy from part P row r" — is saved next to the
-spill, so an interrupted incremental run resumes with the same answer.
+The ids to delete are the old chunk ids that the new input does not produce again: every chunk of a deleted
+document, and the chunks a changed document no longer has.
+
+The comparison is done bucket by bucket (bucket = a stable hash of the document id), so memory holds one bucket at
+a time: each side is first spilled to Parquet files per bucket under the ledger, then each bucket is joined on its
+own. The result — for every document of every shard to process, "embed" or "copy n chunks from part P row r" — is
+saved next to the spill, so an interrupted incremental run resumes with the same answer.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import zlib
 from collections.abc import Sequence
@@ -28,13 +31,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from embedder import storage
-from embedder.config import SourceConfig
+from embedder.config import JobConfig
 from embedder.errors import InputError
+from embedder.source.documents import build_documents, document_hash
 from embedder.source.reader import read_shard
 from embedder.source.shards import Shard
 
@@ -42,7 +45,8 @@ ROWS_PER_BUCKET = 2_000_000
 """About this many rows (old plus new) share a bucket: the largest table one comparison step holds."""
 EMBED, COPY = 0, 1
 ASSIGN_SCHEMA = pa.schema([("shard_id", pa.string()), ("_row", pa.int64()), ("action", pa.int8()),
-                           ("part", pa.string()), ("part_row", pa.int64())])
+                           ("part", pa.string()), ("part_row", pa.int64()), ("count", pa.int64())])
+"""Per document to process: embed it, or copy its ``count`` chunks from ``part`` starting at ``part_row``."""
 STATE_FILE = "classification.json"
 
 
@@ -62,14 +66,6 @@ class Classification:
     def as_dict(self) -> dict[str, Any]:
         return {"new": self.new, "changed": self.changed, "unchanged": self.unchanged, "deleted": self.deleted,
                 "workdir": self.workdir, "deleted_ids_file": self.deleted_ids_file}
-
-
-def content_hashes(texts: Sequence[str | None], content_key: str) -> pa.Array:
-    """A stable hash of the exact text sent with the fields that shape its vector: equal hash, equal vector."""
-    key = content_key.encode()[:64]
-    return pa.array([None if text is None else
-                     hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16, key=key).hexdigest()
-                     for text in texts], type=pa.string())
 
 
 def buckets_of(ids: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
@@ -93,7 +89,7 @@ class _Spill:
     def add(self, table: pa.Table) -> None:
         if table.num_rows == 0:
             return
-        bucket = pa.array(buckets_of(table["id"], self.buckets))
+        bucket = pa.array(buckets_of(table["doc"], self.buckets))
         for number in np.unique(bucket.to_numpy()):
             part = table.filter(pc.equal(bucket, number))
             buffer = pa.BufferOutputStream()
@@ -112,44 +108,33 @@ class _Spill:
 
 
 OLD_SCHEMA = pa.schema([("content_hash", pa.string()), ("part", pa.string()), ("part_row", pa.int64())])
+"""Per output row of the previous version (besides its document and its id): its document's hash, where it is."""
 NEW_SCHEMA = pa.schema([("content_hash", pa.string()), ("shard_id", pa.string()), ("_row", pa.int64()),
                         ("chars", pa.int64())])
+"""Per document of the input: its hash, where it starts, how long its text is."""
 
 
-def classify(*, old_parts: Sequence[str], old_fs: pafs.FileSystem, shards: Sequence[Shard], source: SourceConfig,
-             content_key: str, ledger_fs: pafs.FileSystem, workdir: str,
-             storage_options: dict | None = None) -> Classification:
+
+def classify(*, old_parts: Sequence[str], old_fs: pafs.FileSystem, shards: Sequence[Shard], config: JobConfig,
+             content_key: str, ledger_fs: pafs.FileSystem, workdir: str) -> Classification:
     """Compare ``shards`` (the input still to process) with the dataset in ``old_parts``; save the assignments."""
     storage.delete_dir_contents(ledger_fs, workdir)
     storage.ensure_dir(ledger_fs, workdir)
     old_rows = sum(pq.ParquetFile(path, filesystem=old_fs).metadata.num_rows for path in old_parts)
     new_rows = sum(shard.row_count for shard in shards)
     buckets = max(1, math.ceil((old_rows + new_rows) / ROWS_PER_BUCKET))
-    id_type: pa.DataType | None = None
-    old = _Spill(ledger_fs, workdir, "old", buckets)
-    for path in old_parts:
-        table = pq.read_table(path, filesystem=old_fs, columns=["id", "content_hash"])
-        id_type = table.schema.field("id").type
-        old.add(table.append_column("part", pa.array([path] * table.num_rows, pa.string()))
-                .append_column("part_row", pa.array(np.arange(table.num_rows, dtype=np.int64))))
-    new = _Spill(ledger_fs, workdir, "new", buckets)
+    spills = {side: _Spill(ledger_fs, workdir, side, buckets) for side in ("old", "new", "chunks")}
+    types = _spill_old(old_parts, old_fs, spills["old"], config)
     for shard in shards:
-        rows = read_shard(shard, source, storage_options=storage_options)
-        texts = rows["text"].to_pylist()
-        if id_type is not None and rows.schema.field("id").type != id_type:
-            raise InputError(f"{shard.file.uri}: ids are {rows.schema.field('id').type} but the dataset's are "
-                             f"{id_type}; an incremental run needs the same id type (use --restart)")
-        new.add(pa.table({"id": rows["id"], "content_hash": content_hashes(texts, content_key),
-                          "shard_id": pa.array([shard.shard_id] * rows.num_rows, pa.string()), "_row": rows["_row"],
-                          "chars": pc.utf8_length(rows["text"].fill_null("")).cast(pa.int64())}))
+        types = _spill_new(shard, config, content_key, spills["new"], spills["chunks"], types)
     result = Classification(workdir=workdir)
     storage.ensure_dir(ledger_fs, storage.join(workdir, "assign"))
     deleted_tables = []
+    doc, key = pa.field("doc", types[0] or pa.string()), pa.field("id", types[1] or pa.string())
     for number in range(buckets):
-        id_field = pa.field("id", id_type or pa.string())
-        old_bucket = old.read(number, pa.schema([id_field, *OLD_SCHEMA]))
-        new_bucket = new.read(number, pa.schema([id_field, *NEW_SCHEMA]))
-        assigned, deleted, counts = _classify_bucket(old_bucket, new_bucket)
+        assigned, deleted, counts = _classify_bucket(spills["old"].read(number, pa.schema([doc, key, *OLD_SCHEMA])),
+                                                     spills["new"].read(number, pa.schema([doc, *NEW_SCHEMA])),
+                                                     spills["chunks"].read(number, pa.schema([doc, key])))
         for name, value in counts.items():
             setattr(result, name, getattr(result, name) + value)
         _write(ledger_fs, storage.join(workdir, f"assign/b{number:05d}.parquet"), assigned)
@@ -158,28 +143,70 @@ def classify(*, old_parts: Sequence[str], old_fs: pafs.FileSystem, shards: Seque
     if deleted_tables:
         result.deleted_ids_file = storage.join(workdir, "deleted_ids.parquet")
         _write(ledger_fs, result.deleted_ids_file, pa.concat_tables(deleted_tables))
-    storage.delete_dir_contents(ledger_fs, storage.join(workdir, "old"))
-    storage.delete_dir_contents(ledger_fs, storage.join(workdir, "new"))
+    for side in spills:
+        storage.delete_dir_contents(ledger_fs, storage.join(workdir, side))
     storage.write_json_atomic(ledger_fs, storage.join(workdir, STATE_FILE), result.as_dict())
     return result
 
 
-def _classify_bucket(old: pa.Table, new: pa.Table) -> tuple[pa.Table, pa.Table, dict[str, int]]:
-    joined = new.join(old, keys="id", join_type="left outer", right_suffix="_old")
+Types = tuple[pa.DataType | None, pa.DataType | None]
+"""The types of the document ids and of the output ids (``None`` until some table told)."""
+
+
+def _spill_old(old_parts: Sequence[str], old_fs: pafs.FileSystem, spill: _Spill, config: JobConfig) -> Types:
+    """Each previous output row, keyed by its document."""
+    types: Types = (None, None)
+    document_column = "doc_id" if config.documents else "id"
+    for path in old_parts:
+        table = pq.read_table(path, filesystem=old_fs, columns=list(dict.fromkeys([document_column, "id",
+                                                                                    "content_hash"])))
+        types = (table.schema.field(document_column).type, table.schema.field("id").type)
+        spill.add(pa.table({"doc": table[document_column], "id": table["id"],
+                            "content_hash": table["content_hash"], "part": pa.array([path] * table.num_rows,
+                                                                                     pa.string()),
+                            "part_row": pa.array(np.arange(table.num_rows, dtype=np.int64))}))
+    return types
+
+
+def _spill_new(shard: Shard, config: JobConfig, content_key: str, docs: _Spill, chunks: _Spill,
+               types: Types) -> Types:
+    """Each document of ``shard`` with its hash, and the ids of the chunks it produces."""
+    rows = read_shard(shard, config.source, storage_options=config.storage_options)
+    documents = build_documents(rows, config)
+    if types[0] is not None and documents.doc_ids.type != types[0]:
+        raise InputError(f"{shard.file.uri}: document ids are {documents.doc_ids.type} but the dataset's are "
+                         f"{types[0]}; an incremental run needs the same id type (use --restart)")
+    first_rows = rows["_row"].take(pa.array(documents.doc_rows, pa.int64()))
+    docs.add(pa.table({"doc": documents.doc_ids, "content_hash": pa.array(
+        [None if text is None else document_hash(text, content_key) for text in documents.hashes], pa.string()),
+        "shard_id": pa.array([shard.shard_id] * documents.count, pa.string()), "_row": first_rows,
+        "chars": pa.array([len(text or "") for text in documents.hashes], pa.int64())}))
+    chunks.add(pa.table({"doc": documents.doc_ids.take(pa.array(documents.chunk_doc, pa.int64())),
+                         "id": documents.ids}))
+    return documents.doc_ids.type, documents.ids.type
+
+
+def _classify_bucket(old: pa.Table, new: pa.Table, chunks: pa.Table) -> tuple[pa.Table, pa.Table, dict[str, int]]:
+    old = old.sort_by([("part", "ascending"), ("part_row", "ascending")])
+    old_docs = old.group_by("doc", use_threads=False).aggregate(
+        [("content_hash", "first"), ("part", "first"), ("part_row", "first"), ("id", "count")])
+    old_docs = old_docs.rename_columns(["doc", "content_hash_old", "part", "part_row", "count"])
+    joined = new.join(old_docs, keys="doc", join_type="left outer")
     known = pc.is_valid(joined["part"])
-    same = pc.fill_null(pc.equal(joined["content_hash"], joined["content_hash_old"]), False)
-    copy = pc.and_(known, same)
+    copy = pc.and_(known, pc.fill_null(pc.equal(joined["content_hash"], joined["content_hash_old"]), False))
     assigned = pa.table({
         "shard_id": joined["shard_id"], "_row": joined["_row"],
         "action": pc.if_else(copy, pa.scalar(COPY, pa.int8()), pa.scalar(EMBED, pa.int8())),
         "part": pc.if_else(copy, joined["part"], pa.scalar(None, pa.string())),
         "part_row": pc.if_else(copy, joined["part_row"], pa.scalar(None, pa.int64())),
+        "count": pc.if_else(copy, joined["count"].cast(pa.int64()), pa.scalar(None, pa.int64())),
     }, schema=ASSIGN_SCHEMA).sort_by([("shard_id", "ascending"), ("_row", "ascending")])
-    deleted = old.join(new.select(["id"]), keys="id", join_type="left anti").select(["id"])
+    deleted = old.select(["id"]).join(chunks.select(["id"]), keys="id", join_type="left anti")
+    gone = old_docs.select(["doc"]).join(new.select(["doc"]), keys="doc", join_type="left anti")
     unchanged = pc.sum(copy).as_py() or 0
     changed = (pc.sum(known).as_py() or 0) - unchanged
     counts = {"new": new.num_rows - unchanged - changed, "changed": changed, "unchanged": unchanged,
-              "deleted": deleted.num_rows}
+              "deleted": gone.num_rows}
     return assigned, deleted, counts
 
 
@@ -194,26 +221,3 @@ def load_classification(fs: pafs.FileSystem, workdir: str) -> Classification | N
     if data is None:
         return None
     return Classification(**{k: v for k, v in data.items() if k in Classification.__dataclass_fields__})
-
-
-def shard_assignment(fs: pafs.FileSystem, workdir: str, shard_id: str) -> pa.Table:
-    """The saved actions for one shard's rows (empty when the shard was not classified)."""
-    dataset = pads.dataset(storage.join(workdir, "assign"), filesystem=fs, format="parquet")
-    return dataset.to_table(filter=pc.field("shard_id") == shard_id).sort_by("_row")
-
-
-def copy_vectors(fs: pafs.FileSystem, assignment: pa.Table, row_start: int, dimensions: int
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """The vectors of the rows to copy: ``(positions in the shard, vectors)``, read from the old parts (only
-    their vector column)."""
-    copies = assignment.filter(pc.equal(assignment["action"], COPY))
-    positions = copies["_row"].to_numpy() - row_start
-    vectors = np.zeros((copies.num_rows, dimensions), dtype=np.float32)
-    parts = copies["part"].to_pylist()
-    part_rows = copies["part_row"].to_numpy()
-    for part in sorted(set(parts)):
-        where = np.flatnonzero(np.asarray([p == part for p in parts]))
-        column = pq.read_table(part, filesystem=fs, columns=["vector"])["vector"]
-        taken = column.take(pa.array(part_rows[where])).combine_chunks()
-        vectors[where] = taken.flatten().to_numpy().reshape(len(where), dimensions)
-    return positions, vectors

@@ -29,7 +29,7 @@ class IncrementalRun:
 
     def report(self, progress: Progress) -> dict:
         c = self.classification
-        embedded = progress.rows_embedded - progress.rows_copied
+        embedded = progress.documents_embedded
         per_row = progress.tokens / embedded if embedded > 0 else 0.0
         return {"new": c.new, "changed": c.changed, "unchanged": c.unchanged, "deleted": c.deleted,
                 "tokens_saved_estimate": int(c.unchanged * per_row)}
@@ -66,9 +66,8 @@ def prepare(config: JobConfig, plan: JobPlan, ledger: Ledger, content_key: str, 
     workdir_fs, workdir = ledger.filesystem, storage.join(ledger.root, WORKDIR, key)
     classification = load_classification(workdir_fs, workdir)
     if classification is None:
-        classification = classify(old_parts=old_parts, old_fs=output_fs, shards=fresh, source=config.source,
-                                  content_key=content_key, ledger_fs=workdir_fs, workdir=workdir,
-                                  storage_options=storage_options)
+        classification = classify(old_parts=old_parts, old_fs=output_fs, shards=fresh, config=config,
+                                  content_key=content_key, ledger_fs=workdir_fs, workdir=workdir)
     deleted = None
     if classification.deleted_ids_file:
         deleted = pq.read_table(classification.deleted_ids_file, filesystem=workdir_fs)["id"].combine_chunks()

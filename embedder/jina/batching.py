@@ -39,34 +39,19 @@ class TokenEstimator:
         self.observations += 1
 
 
-def plan_batches(token_counts: Sequence[int] | np.ndarray, max_inputs: int, max_tokens: int,
-                 group_sizes: Sequence[int] | None = None) -> list[tuple[int, int]]:
+def plan_batches(token_counts: Sequence[int] | np.ndarray, max_inputs: int, max_tokens: int) -> list[tuple[int, int]]:
     """Split items ``0..n`` into contiguous ``(start, end)`` ranges of at most ``max_inputs`` items and about
-    ``max_tokens`` estimated tokens (an item larger than ``max_tokens`` alone gets a range of its own).
-
-    ``group_sizes`` (summing to n) marks consecutive items that must travel in one request (late chunking);
-    a group that cannot fit raises ``ValueError`` naming the group.
-    """
+    ``max_tokens`` estimated tokens (an item larger than ``max_tokens`` alone gets a range of its own)."""
     if max_inputs < 1 or max_tokens < 1:
         raise ValueError("max_inputs and max_tokens must be positive")
-    counts = np.asarray(token_counts, dtype=np.int64)
-    sizes = list(group_sizes) if group_sizes is not None else [1] * len(counts)
-    if sum(sizes) != len(counts):
-        raise ValueError(f"group sizes add up to {sum(sizes)}, not to the {len(counts)} items")
     batches: list[tuple[int, int]] = []
-    start = end = 0
+    start = 0
     batch_tokens = 0
-    for group_number, size in enumerate(sizes):
-        group_tokens = int(counts[end:end + size].sum())
-        if group_sizes is not None and (size > max_inputs or group_tokens > max_tokens):
-            raise ValueError(f"group {group_number} (items {end}..{end + size - 1}) has {size} inputs and about "
-                             f"{group_tokens} tokens: more than one request may carry "
-                             f"({max_inputs} inputs, {max_tokens} tokens)")
-        if end > start and (end - start + size > max_inputs or batch_tokens + group_tokens > max_tokens):
+    for end, tokens in enumerate(np.asarray(token_counts, dtype=np.int64).tolist()):
+        if end > start and (end - start + 1 > max_inputs or batch_tokens + tokens > max_tokens):
             batches.append((start, end))
             start, batch_tokens = end, 0
-        end += size
-        batch_tokens += group_tokens
-    if end > start:
-        batches.append((start, end))
+        batch_tokens += tokens
+    if len(token_counts) > start:
+        batches.append((start, len(token_counts)))
     return batches

@@ -44,6 +44,19 @@ class EmbedResult:
     rate_limited: int = 0
     splits: int = 0
 
+    def picked(self, picks: Sequence[int], owners: Sequence[int]) -> EmbedResult:
+        """The result per item when items were sent at several positions (late chunking: a chunk in two windows):
+        item ``i`` takes the vector at position ``picks[i]``; ``owners[p]`` is the item sent at position ``p``, and
+        a failure at any of an item's positions fails the item."""
+        failures = {owners[f.index]: RowFailure(owners[f.index], f.reason, f.error_class) for f in self.failures}
+        chosen = np.asarray(picks, dtype=np.int64)
+        ok = self.ok[chosen].copy()
+        ok[list(failures)] = False
+        return EmbedResult(vectors=self.vectors[chosen], ok=ok, failures=sorted(failures.values(),
+                                                                                key=lambda f: f.index),
+                           tokens=self.tokens, requests=self.requests, attempts=self.attempts,
+                           rate_limited=self.rate_limited, splits=self.splits)
+
 
 class Embedder:
     """Packs texts into requests for one model and options and runs up to ``concurrency`` of them at once."""
@@ -74,40 +87,51 @@ class Embedder:
                     f"(truncate is off)")
         return None
 
-    async def embed(self, texts: Sequence[str | None], group_sizes: Sequence[int] | None = None) -> EmbedResult:
+    async def embed(self, texts: Sequence[str | None], groups: Sequence[tuple[int, int]] | None = None
+                    ) -> EmbedResult:
+        """Vectors of ``texts`` in order, and a failure for each text not embedded.
+
+        Without ``groups`` the texts are packed into as few requests as the limits allow, and a request the API
+        rejects is split until the offending input is alone. With ``groups`` (late chunking: a window of one
+        document's chunks) each ``(start, end)`` range is exactly one request, never packed with another and never
+        split: a range with an input that cannot be sent fails whole.
+        """
         n = len(texts)
         result = EmbedResult(vectors=np.zeros((n, self.dimensions), dtype=np.float32), ok=np.zeros(n, bool))
-        valid: list[int] = []
-        for index, text in enumerate(texts):
-            reason = self.local_rejection(text)
-            if reason is None:
-                valid.append(index)
-            else:
-                result.failures.append(RowFailure(index, reason, "EmptyText" if "empty" in reason or "null" in
-                                                  reason else "InputTooLong"))
-        if group_sizes is not None and len(valid) != n:
-            raise InputRejected("late chunking needs every chunk of a document: "
-                                f"{result.failures[0].reason} (input {result.failures[0].index})")
-        if not valid:
-            return result
-        lengths = np.fromiter((len(texts[i]) for i in valid), dtype=np.int64, count=len(valid))  # type: ignore
-        estimates = self.estimator.estimate_lengths(lengths)
-        try:
-            ranges = plan_batches(estimates, self.max_inputs, self.max_tokens_per_request, group_sizes)
-        except ValueError as exc:
-            raise InputRejected(f"late chunking: {exc}") from None
+        reasons = {index: reason for index, text in enumerate(texts) if (reason := self.local_rejection(text))}
+        if groups is None:
+            valid = [index for index in range(n) if index not in reasons]
+            result.failures.extend(RowFailure(i, r, _local_class(r)) for i, r in reasons.items())
+            lengths = np.fromiter((len(str(texts[i])) for i in valid), dtype=np.int64, count=len(valid))
+            ranges = plan_batches(self.estimator.estimate_lengths(lengths), self.max_inputs,
+                                  self.max_tokens_per_request)
+            batches = [[valid[i] for i in range(start, end)] for start, end in ranges]
+        else:
+            batches = []
+            for start, end in groups:
+                bad = next((i for i in range(start, end) if i in reasons), None)
+                if bad is None:
+                    batches.append(list(range(start, end)))
+                    continue
+                result.failures.extend(RowFailure(i, f"a chunk of its request cannot be sent: {reasons[bad]}",
+                                                  _local_class(reasons[bad])) for i in range(start, end))
+        await self._send(texts, batches, result, splittable=groups is None)
+        result.failures.sort(key=lambda failure: failure.index)
+        return result
+
+    async def _send(self, texts: Sequence[str | None], batches: list[list[int]], result: EmbedResult, *,
+                    splittable: bool) -> None:
+        if not batches:
+            return
         semaphore = asyncio.Semaphore(self.concurrency)
-        batches = [[valid[i] for i in range(start, end)] for start, end in ranges]
         try:
             async with asyncio.TaskGroup() as group:
                 for indices in batches:
-                    group.create_task(self._run(texts, indices, result, semaphore, splittable=group_sizes is None))
+                    group.create_task(self._run(texts, indices, result, semaphore, splittable=splittable))
         except BaseExceptionGroup as errors:
             # the error itself, not "unhandled errors in a TaskGroup": the driver decides by its type whether
             # the job stops (a revoked key) or the shard is tried again
             raise _most_severe(errors) from None
-        result.failures.sort(key=lambda failure: failure.index)
-        return result
 
     async def _run(self, texts: Sequence[str | None], indices: list[int], result: EmbedResult,
                    semaphore: asyncio.Semaphore, *, splittable: bool) -> None:
@@ -142,6 +166,10 @@ class Embedder:
         result.attempts += response.attempts
         result.rate_limited += response.rate_limited
         self.estimator.observe(chars, len(inputs), response.total_tokens)
+
+
+def _local_class(reason: str) -> str:
+    return "EmptyText" if "empty" in reason or "null" in reason else "InputTooLong"
 
 
 def _most_severe(group: BaseExceptionGroup) -> BaseException:

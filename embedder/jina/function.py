@@ -17,6 +17,12 @@ import numpy as np
 from embedder.errors import InputRejected
 from embedder.jina.client import EmbedOptions, JinaClient, RetryPolicy
 from embedder.jina.embedding import Embedder
+from embedder.jina.windows import (
+    DEFAULT_CHARS_PER_TOKEN,
+    LATE_CHUNKING_MARGIN,
+    WINDOW_OVERLAP_CHUNKS,
+    plan_document,
+)
 
 T = TypeVar("T")
 
@@ -110,9 +116,14 @@ class JinaEmbeddingFunction:
         if not texts:
             return []
         embedder = self._embedder(task)
-        # late chunking embeds the call's texts as one document, as the seed's single request did
-        groups = [len(texts)] if self.late_chunking else None
-        result = self._loop.run(embedder.embed(list(texts), groups))
+        if self.late_chunking:  # the call's texts are the chunks of one document, as in the seed's single request
+            plan = plan_document([len(text) for text in texts], chars_per_token=DEFAULT_CHARS_PER_TOKEN,
+                                 budget=int(self._options.spec.late_chunking_max_tokens * LATE_CHUNKING_MARGIN),
+                                 overlap=WINDOW_OVERLAP_CHUNKS, max_inputs=embedder.max_inputs)
+            sent = self._loop.run(embedder.embed([texts[i] for i in plan.order], plan.groups))
+            result = sent.picked(plan.picks, plan.order)
+        else:
+            result = self._loop.run(embedder.embed(list(texts)))
         self.last_usage_tokens = result.tokens
         if result.failures:
             first = result.failures[0]

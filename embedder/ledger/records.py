@@ -42,11 +42,16 @@ class Progress:
     shards_in_flight: int = 0
     """Shards handed out and not yet written."""
     rows_done: int = 0
-    rows_embedded: int = 0
-    """Rows written with a vector (embedded now, or copied unchanged by an incremental run)."""
-    rows_copied: int = 0
-    """Incremental runs: unchanged rows whose vectors were kept, without an API call."""
-    rows_failed: int = 0
+    """Input rows of the shards this run finished."""
+    documents_done: int = 0
+    documents_embedded: int = 0
+    """Documents embedded now (a document is an input row, or the rows of one document of pre-chunked input)."""
+    documents_copied: int = 0
+    """Incremental runs: unchanged documents whose vectors were kept, without an API call."""
+    documents_failed: int = 0
+    """Documents dead-lettered."""
+    chunks: int = 0
+    """Output rows written (a row per chunk; a row per input row without chunking)."""
     tokens: int = 0
     """Tokens billed to this run."""
     requests: int = 0
@@ -78,9 +83,17 @@ class ShardStats:
 
     shard_id: str
     rows: int = 0
+    """Input rows read (for pre-chunked input, the rows of the documents the shard owns)."""
+    documents: int = 0
+    """Documents the shard owns: its rows, or for pre-chunked input the documents starting in it."""
     embedded: int = 0
+    """Documents embedded now."""
     copied: int = 0
+    """Documents whose vectors an incremental run kept."""
     failed: int = 0
+    """Documents dead-lettered."""
+    chunks: int = 0
+    """Output rows written (a row per chunk; a row per input row without chunking)."""
     tokens: int = 0
     requests: int = 0
     attempts: int = 0
@@ -114,6 +127,9 @@ class DoneMarker:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DoneMarker:
+        if "chunks" not in data:  # a marker from before documents: a row was a document with one output row
+            data = {**data, "documents": data.get("rows", 0), "chunks": data.get("embedded", 0),
+                    "embedded": data.get("embedded", 0) - data.get("copied", 0)}
         return _from_dict(cls, {**data, "stats": _from_dict(ShardStats, data)})
 
 

@@ -22,7 +22,7 @@ from embedder.mock_jina.responses import ApiError, dumps, html_response, json_re
 from embedder.mock_jina.settings import MockSettings
 from embedder.mock_jina.state import MockState
 from embedder.mock_jina.validation import EmbedRequest, parse_request
-from embedder.mock_jina.vectors import embed_texts, encode_base64
+from embedder.mock_jina.vectors import embed_texts, encode_base64, over_the_cut
 
 log = logging.getLogger("embedder.mock_jina")
 STATE_KEY = web.AppKey("mock_jina_state", MockState)
@@ -77,6 +77,8 @@ def _rate_headers(state: MockState) -> dict[str, str]:
 
 
 def _payload(req: EmbedRequest, state: MockState) -> dict[str, Any]:
+    if req.late_chunking and over_the_cut(req.spec.name, req.texts):
+        state.stats.late_chunking_over_cut += 1
     vectors = embed_texts(req.spec.name, req.texts, req.dimensions, req.normalized, req.late_chunking)
     data = []
     for i, vector in enumerate(vectors):

@@ -29,6 +29,8 @@ class Stats:
     rate_limited: int = 0
     errors: int = 0
     faults: int = 0
+    late_chunking_over_cut: int = 0
+    """Late-chunked requests whose inputs went past the model's cut (8,192 tokens for v3)."""
     by_status: Counter[str] = field(default_factory=Counter)
     rate_limited_by_code: Counter[str] = field(default_factory=Counter)
     faults_by_kind: Counter[str] = field(default_factory=Counter)
@@ -61,6 +63,7 @@ class MockState:
             "rate_limited": s.rate_limited,
             "errors": s.errors,
             "faults": s.faults,
+            "late_chunking_over_cut": s.late_chunking_over_cut,
             "by_status": dict(s.by_status),
             "rate_limited_by_code": dict(s.rate_limited_by_code),
             "faults_by_kind": dict(s.faults_by_kind),

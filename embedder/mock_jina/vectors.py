@@ -8,9 +8,12 @@ so a query equal to a document's text finds that document.
 
 Unlike the real Matryoshka models, a vector of 256 dimensions is not the prefix of the 1024-dimension one.
 
-With ``late_chunking`` every input also gets ``0.25 ×`` the mean feature vector of the request's inputs (those
-starting within the model's late-chunking cut of 8192 tokens), so, as with the real API, an input's vector
-depends on its neighbours in the request.
+With ``late_chunking`` every input also gets ``0.25 ×`` the context of the request: the mean feature vector of the
+inputs' text that lies within the first 8,192 tokens of their concatenation (the model's late-chunking cut; an
+input that straddles the cut contributes the part before it, inputs after it nothing). So, as with the real API,
+an input's vector depends on its neighbours in the request, and nothing past the cut shapes it. Whether the real
+API refuses a longer request or cuts it silently is not documented; this stand-in cuts, and counts such requests
+(``late_chunking_over_cut`` in ``/stats``) so a test can show a job never sends one.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from functools import lru_cache
 import numpy as np
 
 from embedder.jina.models import model_spec
-from embedder.mock_jina.tokens import count_tokens
+from embedder.mock_jina.tokens import count_tokens, truncate_text
 
 WORD_RE = re.compile(r"\w+")
 LATE_CHUNKING_WEIGHT = 0.25
@@ -72,12 +75,25 @@ def _features(model: str, texts: Sequence[str], dimensions: int) -> np.ndarray:
     return summed.reshape(len(words), dimensions)
 
 
-def _late_chunking_context(model: str, texts: Sequence[str], features: np.ndarray) -> np.ndarray:
-    """Mean features of the inputs that start inside the concatenation's token cut."""
-    limit = model_spec(model).late_chunking_max_tokens
-    starts = np.cumsum([0] + [count_tokens(t) for t in texts[:-1]])
-    inside = starts < limit
-    return features[inside].mean(axis=0)
+def over_the_cut(model: str, texts: Sequence[str]) -> bool:
+    """Whether a late-chunked request of ``texts`` goes past the model's cut."""
+    return sum(count_tokens(t) for t in texts) > model_spec(model).late_chunking_max_tokens
+
+
+def _late_chunking_context(model: str, texts: Sequence[str], features: np.ndarray, dimensions: int) -> np.ndarray:
+    """Mean features of the part of the concatenation inside the model's token cut."""
+    left = model_spec(model).late_chunking_max_tokens
+    inside: list[np.ndarray] = []
+    for text, own in zip(texts, features, strict=True):
+        tokens = count_tokens(text)
+        if tokens <= left:
+            inside.append(own)
+        elif left > 0:  # the input the cut falls in: only its text before the cut
+            inside.append(_features(model, [truncate_text(text, left)], dimensions)[0])
+        left -= tokens
+        if left <= 0:
+            break
+    return np.mean(inside, axis=0)
 
 
 def embed_texts(model: str, texts: Sequence[str], dimensions: int | None = None, normalized: bool = True,
@@ -94,7 +110,7 @@ def embed_texts(model: str, texts: Sequence[str], dimensions: int | None = None,
         return np.zeros((0, dim), dtype=np.float32)
     vectors = _features(model, texts, dim)
     if late_chunking:
-        vectors += LATE_CHUNKING_WEIGHT * _late_chunking_context(model, texts, vectors)
+        vectors += LATE_CHUNKING_WEIGHT * _late_chunking_context(model, texts, vectors, dim)
     if normalized:
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         vectors /= np.where(norms > 0, norms, 1.0)

@@ -49,12 +49,19 @@ def execution_for(job: PreparedJob, out: TextIO) -> Execution:
     return RayExecution(job, out)
 
 
+def expected_rows(job: PreparedJob) -> int:
+    """The rows the sinks should hold when the plan is done: one per chunk of every document written."""
+    if not job.config.documents:  # a row per input row: every planned row but the dead-lettered ones
+        return job.plan.rows - job.ledger.failed_rows().num_rows
+    planned = set(job.shard_ids)
+    return sum(marker.stats.chunks for marker in job.ledger.done_markers() if marker.shard_id in planned)
+
+
 def finish(job: PreparedJob, execution: Execution, outcome: RunOutcome, out: TextIO) -> RunReport:
     """Commit (a completed run) or abort (any other), then write the report and print the summary."""
     commits: list[CommitReceipt] = []
     if outcome.completed:
-        expected_rows = job.plan.rows - job.ledger.failed_rows().num_rows
-        commits = execution.commit(job.shard_ids, expected_rows, job.deleted_ids, outcome.receipts)
+        commits = execution.commit(job.shard_ids, expected_rows(job), job.deleted_ids, outcome.receipts)
     else:
         execution.abort()
     report = build_report(job, outcome, commits)

@@ -23,7 +23,7 @@ from embedder.run.worker import WorkerSettings
 from embedder.secrets import Secret
 from embedder.sinks.base import Sink, SinkStartInfo
 from embedder.sinks.factory import build_sinks
-from embedder.source.duplicates import check_duplicate_ids
+from embedder.source.checks import check_input
 from embedder.source.planning import JobPlan, build_plan, plan_digest
 from embedder.source.shards import Shard
 
@@ -89,7 +89,9 @@ def prepare(config: JobConfig, options: RunOptions, out: TextIO) -> PreparedJob:
     return PreparedJob(config=config, options=options, key=key, plan=plan, ledger=ledger, todo=todo,
                        incremental=incremental, sinks=build_sinks(config),
                        sink_info=sink_start_info(config, plan.sample),
-                       worker_settings=worker_settings(config, incremental),
+                       worker_settings=worker_settings(
+                           config, incremental_dir=incremental.workdir if incremental else None,
+                           previous_output=incremental.previous_output if incremental else None),
                        tracker=tracker,
                        started=started)
 
@@ -100,7 +102,7 @@ def _check_ids_once(config: JobConfig, plan: JobPlan, ledger: Ledger) -> None:
     digest = plan_digest(shard_ids)
     previous = ledger.read_plan(include_shard_ids=False) or {}
     if previous.get("plan_digest") != digest or not previous.get("ids_checked"):
-        check_duplicate_ids(plan.shards, config.source, config.storage_options)
+        check_input(plan.shards, config.source, config.storage_options)
         # Arrow's allocator keeps what the check freed (~90 MB at 1M ids) for reuse: give it back, so the
         # driver's memory does not depend on the corpus size (benchmarks/memory_scale.py)
         pa.default_memory_pool().release_unused()

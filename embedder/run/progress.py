@@ -29,9 +29,11 @@ class ProgressTracker:
         p = self.progress
         p.shards_done += 1
         p.rows_done += stats.rows
-        p.rows_embedded += stats.embedded
-        p.rows_copied += stats.copied
-        p.rows_failed += stats.failed
+        p.documents_done += stats.documents
+        p.documents_embedded += stats.embedded
+        p.documents_copied += stats.copied
+        p.documents_failed += stats.failed
+        p.chunks += stats.chunks
         p.tokens += stats.tokens
         p.requests += stats.requests
         p.retries += stats.retries
@@ -57,7 +59,7 @@ def progress_line(p: Progress) -> str:
     tpm = humanize.count(p.tokens_last_minute) + (f"/{humanize.count(p.tpm_limit)}" if p.tpm_limit else "")
     return (f"{percent:5.1f}% shards {done_shards}/{p.shards_total} rows {humanize.count(done_rows)}/"
             f"{humanize.count(p.rows_total)} | {p.rows_per_s:,.0f} rows/s | {tpm} tok/min | 429s {p.rate_limited} "
-            f"| retries {p.retries} | failed {p.rows_failed} | ETA {humanize.duration(p.eta_s)} "
+            f"| retries {p.retries} | failed {p.documents_failed} | ETA {humanize.duration(p.eta_s)} "
             f"| spent {humanize.dollars(p.cost_usd)} of ~{humanize.dollars(p.projected_cost_usd)} projected")
 
 

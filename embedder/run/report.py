@@ -29,8 +29,9 @@ def build_report(job: PreparedJob, outcome: RunOutcome, commits: list[CommitRece
 
 def print_summary(report: RunReport, out: TextIO) -> None:
     p = report.progress
-    print(f"embedder: {report.status} in {report.elapsed_s:.1f}s — embedded {p.rows_embedded:,} rows "
-          f"({p.rows_skipped:,} already done), {report.failed_rows_total:,} failed rows, {p.tokens:,} tokens "
+    print(f"embedder: {report.status} in {report.elapsed_s:.1f}s — embedded {p.documents_embedded:,} documents "
+          f"into {p.chunks:,} rows ({p.rows_skipped:,} input rows already done), {report.failed_rows_total:,} failed "
+          f"documents, {p.tokens:,} tokens "
           f"({humanize.dollars(report.cost_usd)}), {report.tokens_per_minute:,.0f} tokens/min, 429s {p.rate_limited}",
           file=out)
     for output in report.outputs:

@@ -8,44 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from embedder import storage
-from embedder.config import SourceConfig
-from embedder.incremental.classify import content_hashes, copy_vectors, shard_assignment
-from embedder.jina.client import EmbedOptions, JinaClient, RetryPolicy
-from embedder.jina.embedding import Embedder, EmbedResult
+from embedder.incremental.copies import Copies, copied_documents, shard_assignment
+from embedder.jina.client import JinaClient, RetryPolicy
+from embedder.jina.embedding import Embedder
 from embedder.ledger import ShardStats
+from embedder.run.document_embedding import embed_documents
 from embedder.run.gate import RemoteGate
 from embedder.run.output import dead_letters, output_table
+from embedder.run.settings import WorkerSettings
 from embedder.secrets import Secret
+from embedder.source.documents import Documents, build_documents, document_hash
 from embedder.source.reader import read_shard
 from embedder.source.shards import Shard
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    """Everything a worker needs, all plain and picklable (the key travels separately as a :class:`Secret`)."""
-
-    options: EmbedOptions
-    source: SourceConfig
-    api_base: str
-    timeout_s: float = 120.0
-    max_attempts: int = 10
-    max_inputs: int | None = None
-    max_tokens_per_request: int | None = None
-    request_concurrency: int = 4
-    storage_options: dict[str, Any] | None = field(default=None, hash=False)
-    content_key: str = ""
-    """Hash of the fields that shape a vector (model, task, dimensions...): part of every ``content_hash``."""
-    incremental_dir: str | None = None
-    """An incremental run's classification (a location in the ledger): which rows to copy instead of embed."""
-    previous_output: str | None = None
-    """The Parquet output whose current version holds the vectors to copy."""
 
 
 @dataclass
@@ -71,65 +52,66 @@ class EmbedWorker:
     def _get_embedder(self) -> Embedder:
         # created on first use, inside the actor's event loop that will drive its connections
         if self._embedder is None:
-            settings = self.settings
-            client = JinaClient(self._api_key.reveal(), api_base=settings.api_base, timeout=settings.timeout_s,
-                                retry=RetryPolicy(max_attempts=settings.max_attempts),
+            emb = self.settings.config.embedding
+            client = JinaClient(self._api_key.reveal(), api_base=emb.api_base, timeout=emb.timeout_s,
+                                retry=RetryPolicy(max_attempts=emb.max_retries + 1),
                                 gate=RemoteGate(self._limiter, self.owner) if self._limiter is not None else None)
-            self._embedder = Embedder(client, settings.options, max_inputs=settings.max_inputs,
-                                      max_tokens_per_request=settings.max_tokens_per_request,
-                                      concurrency=settings.request_concurrency)
+            self._embedder = Embedder(client, self.settings.options, max_inputs=emb.batch_size or None,
+                                      max_tokens_per_request=emb.max_tokens_per_request or None,
+                                      concurrency=self.settings.request_concurrency)
         return self._embedder
 
     async def embed_shard(self, shard: Shard) -> tuple[pa.Table, ShardOutcome]:
         """The shard's output table (for the sinks), and its stats and dead letters (for the ledger)."""
         started = time.perf_counter()
-        rows = await asyncio.to_thread(read_shard, shard, self.settings.source,
-                                       storage_options=self.settings.storage_options)
+        config = self.settings.config
+        rows = await asyncio.to_thread(read_shard, shard, config.source, storage_options=config.storage_options)
         read_s = time.perf_counter() - started
-        texts = rows.column("text").to_pylist()
-        copies = await asyncio.to_thread(self._copies, shard)
-        if copies is None:
-            result, copied = await self._get_embedder().embed(texts), None
-        else:
-            result, copied = await self._embed_around(texts, *copies)
-        table = output_table(rows, result.vectors, result.ok, self.settings.source.passthrough,
-                             content_hashes(texts, self.settings.content_key), copied)
+        documents = await asyncio.to_thread(build_documents, rows, config)
+        copies = await asyncio.to_thread(self._copies, shard, rows, documents)
+        copied = np.zeros(documents.count, dtype=bool) if copies is None else copies.documents
+        embedded = await embed_documents(self._get_embedder(), documents, copied, self.settings.late_chunking)
+        vectors, written = embedded.vectors, embedded.written
+        if copies is not None and copies.documents.any():
+            vectors = _with_copies(vectors, documents, copies)
+            written = written | copies.documents
+        hashes = [None if text is None else document_hash(text, self.settings.content_key)
+                  for text in documents.hashes]
+        table = output_table(rows, documents, vectors, written, hashes, passthrough=config.source.passthrough,
+                             as_documents=config.documents, store_text=self.settings.store_text,
+                             copied=copied if copies is not None else None)
+        result = embedded.result
         stats = ShardStats(
-            shard.shard_id, rows=rows.num_rows, embedded=table.num_rows, failed=len(result.failures),
-            tokens=result.tokens, requests=result.requests, attempts=result.attempts,
-            rate_limited=result.rate_limited, splits=result.splits, copied=0 if copied is None else int(copied.sum()),
-            read_s=round(read_s, 3), seconds=round(time.perf_counter() - started, 3))
-        return table, ShardOutcome(stats, dead_letters(rows, shard, result.failures))
+            shard.shard_id, rows=rows.num_rows, documents=documents.count, chunks=table.num_rows,
+            embedded=int(embedded.written.sum()), copied=int(copied.sum()), failed=len(embedded.failures),
+            tokens=result.tokens if result else 0, requests=result.requests if result else 0,
+            attempts=result.attempts if result else 0, rate_limited=result.rate_limited if result else 0,
+            splits=result.splits if result else 0, read_s=round(read_s, 3),
+            seconds=round(time.perf_counter() - started, 3))
+        return table, ShardOutcome(stats, dead_letters(rows, shard, documents, embedded.failures))
 
-    def _copies(self, shard: Shard) -> tuple[np.ndarray, np.ndarray] | None:
-        """In an incremental run: positions of the shard's unchanged rows and their previous vectors."""
+    def _copies(self, shard: Shard, rows: pa.Table, documents: Documents) -> Copies | None:
+        """In an incremental run: the shard's unchanged documents and their previous vectors."""
         settings = self.settings
         if settings.incremental_dir is None or settings.previous_output is None:
             return None
-        ledger_fs, workdir = storage.resolve(settings.incremental_dir, settings.storage_options)
+        options = settings.config.storage_options
+        ledger_fs, workdir = storage.resolve(settings.incremental_dir, options)
         assignment = shard_assignment(ledger_fs, workdir, shard.shard_id)
         if assignment.num_rows == 0:
             return None
-        output_fs, _ = storage.resolve(settings.previous_output, settings.storage_options)
-        dimensions = settings.options.spec.dimensions_or_default(settings.options.dimensions)
-        return copy_vectors(output_fs, assignment, shard.row_start, dimensions)
-
-    async def _embed_around(self, texts: list[str | None], positions: np.ndarray, vectors: np.ndarray
-                            ) -> tuple[EmbedResult, np.ndarray]:
-        """Embed every text but those at ``positions``, whose ``vectors`` are known already."""
-        copied = np.zeros(len(texts), dtype=bool)
-        copied[positions] = True
-        send = np.flatnonzero(~copied)
-        sent = await self._get_embedder().embed([texts[i] for i in send])
-        result = EmbedResult(vectors=np.zeros((len(texts), vectors.shape[1]), dtype=np.float32),
-                             ok=copied.copy(), tokens=sent.tokens, requests=sent.requests, attempts=sent.attempts,
-                             rate_limited=sent.rate_limited, splits=sent.splits)
-        result.vectors[positions] = vectors
-        result.vectors[send] = sent.vectors
-        result.ok[send] = sent.ok
-        result.failures = [replace(failure, index=int(send[failure.index])) for failure in sent.failures]
-        return result, copied
+        output_fs, _ = storage.resolve(settings.previous_output, options)
+        return copied_documents(output_fs, assignment, rows, documents)
 
     async def shutdown(self) -> None:
         if self._embedder is not None:
             await self._embedder.client.aclose()
+
+
+def _with_copies(vectors: np.ndarray, documents: Documents, copies: Copies) -> np.ndarray:
+    """The chunk vectors with the copied documents' previous vectors in place."""
+    if vectors.shape[1] != copies.vectors.shape[1]:
+        vectors = np.zeros((len(documents.texts), copies.vectors.shape[1]), dtype=np.float32)
+    vectors = vectors.copy()
+    vectors[copies.chunks] = copies.vectors
+    return vectors

@@ -87,6 +87,13 @@ class Sink(abc.ABC):
         return 0
 
 
+def stored_columns(table: pa.Table, *, store_text: bool) -> pa.Table:
+    """``table`` as a sink stores it: the embedded ``text`` only when the sink was asked to store it."""
+    if not store_text and "text" in table.column_names:
+        return table.drop_columns(["text"])
+    return table
+
+
 def check_vector_column(table: pa.Table, dimensions: int) -> None:
     """``SinkError`` unless ``table`` has a ``vector`` column of ``fixed_size_list<float32>[dimensions]``
     without nulls, and an ``id`` column."""

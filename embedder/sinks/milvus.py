@@ -32,7 +32,14 @@ from embedder.config.sinks import is_lite_uri
 from embedder.errors import SinkError
 from embedder.secrets import mask_uri
 from embedder.sinks import milvus_schema as ms
-from embedder.sinks.base import CommitReceipt, Sink, SinkStartInfo, WriteReceipt, check_vector_column
+from embedder.sinks.base import (
+    CommitReceipt,
+    Sink,
+    SinkStartInfo,
+    WriteReceipt,
+    check_vector_column,
+    stored_columns,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -172,7 +179,10 @@ class MilvusSink(Sink):
     def start(self, info: SinkStartInfo) -> None:
         if info.dimensions <= 0:
             raise SinkError(f"dimensions must be positive, got {info.dimensions}")
-        fields = ms.expected_fields(info.passthrough_schema, info.id_type, info.dimensions, self.config.id_field,
+        columns = info.passthrough_schema
+        if self.config.store_text:  # the embedded text, as a field of its own
+            columns = columns.append(pa.field("text", pa.string()))
+        fields = ms.expected_fields(columns, info.id_type, info.dimensions, self.config.id_field,
                                     self.config.vector_field)
         client = self._open()
         if not self._call("has_collection", lambda: client.has_collection(self.collection)):
@@ -188,6 +198,7 @@ class MilvusSink(Sink):
 
     def write(self, shard_id: str, table: pa.Table) -> WriteReceipt:
         info = self._started()
+        table = stored_columns(table, store_text=self.config.store_text)
         check_vector_column(table, info.dimensions)
         encoded = ms.encode_table(table, self._fields, shard_id)
         for start, stop in ms.split_by_bytes(encoded.row_bytes, self.config.batch_bytes):

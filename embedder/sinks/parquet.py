@@ -40,7 +40,14 @@ import pyarrow.parquet as pq
 from embedder import storage
 from embedder.config import ParquetSinkConfig
 from embedder.errors import SinkError
-from embedder.sinks.base import CommitReceipt, Sink, SinkStartInfo, WriteReceipt, check_vector_column
+from embedder.sinks.base import (
+    CommitReceipt,
+    Sink,
+    SinkStartInfo,
+    WriteReceipt,
+    check_vector_column,
+    stored_columns,
+)
 
 MANIFEST_FILE = "_manifest.json"
 VERSIONS_DIR = "_manifests"
@@ -85,6 +92,7 @@ class ParquetSink(Sink):
     def write(self, shard_id: str, table: pa.Table) -> WriteReceipt:
         info = self._started()
         storage.check_name(shard_id)
+        table = stored_columns(table, store_text=self.config.store_text)
         check_vector_column(table, info.dimensions)
         if table.schema.field("id").type != info.id_type:
             try:

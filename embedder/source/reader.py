@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from embedder import storage
 from embedder.config import SourceConfig
 from embedder.errors import InputError
+from embedder.source import neighbours
 from embedder.source.shards import Shard, row_ends
 
 
@@ -41,34 +42,83 @@ def _read_raw(shard: Shard, source: SourceConfig, columns: list[str], filesystem
     return raw
 
 
-def read_ids(shard: Shard, source: SourceConfig, *, filesystem: pafs.FileSystem | None = None,
-             storage_options: dict[str, Any] | None = None) -> pa.Table:
-    """Only the shard's ``id`` (checked like :func:`read_shard` does) and ``_row``: for the duplicate check."""
-    raw = _read_raw(shard, source, [source.id_column], filesystem, storage_options)
-    return pa.table({"id": _ids(raw[source.id_column], source, shard),
-                     "_row": pa.array(np.arange(shard.row_start, shard.row_end, dtype=np.int64))})
+def read_keys(shard: Shard, source: SourceConfig, *, filesystem: pafs.FileSystem | None = None,
+              storage_options: dict[str, Any] | None = None) -> pa.Table:
+    """Only the shard's own rows' ``id`` (checked like :func:`read_shard` does), ``_row`` and, for pre-chunked
+    input, ``_document``: for the checks of the whole input."""
+    columns = list(dict.fromkeys([source.id_column, *([source.document_column] if source.document_column else [])]))
+    raw = _read_raw(shard, source, columns, filesystem, storage_options)
+    keys = {"id": _ids(raw[source.id_column], source, shard),
+            "_row": pa.array(np.arange(shard.row_start, shard.row_end, dtype=np.int64))}
+    if source.document_column is not None:
+        keys["_document"] = _document_values(raw[source.document_column], source.document_column, shard)
+    return pa.table(keys)
 
 
 def read_shard(shard: Shard, source: SourceConfig, *, filesystem: pafs.FileSystem | None = None,
                storage_options: dict[str, Any] | None = None) -> pa.Table:
-    """The shard's rows as ``id, text, <passthrough...>, _row``; see the module docstring."""
+    """The shard's rows as ``id, text, <passthrough...>, _row`` (pre-chunked input: also ``_document`` and
+    ``_chunk_order``, and the rows of the documents that start in the shard); see the module docstring."""
+    table = _rows(shard, source, filesystem, storage_options)
+    if source.document_column is not None:
+        table = _own_documents(shard, source, table, filesystem, storage_options)
+    duplicates = repeated_ids(table["id"])
+    if duplicates:
+        value, positions = duplicates[0]
+        rows = table["_row"].to_pylist()
+        at = [rows[position] for position in positions]
+        listed = ", ".join(map(str, at[:-1])) + f" and {at[-1]}"
+        more = f" ({len(duplicates)} ids repeat in {shard.describe()})" if len(duplicates) > 1 else ""
+        raise InputError(f"{shard.file.uri}: duplicate id {value!r} at rows {listed}{more}")
+    return table
+
+
+def _rows(shard: Shard, source: SourceConfig, filesystem: pafs.FileSystem | None,
+          storage_options: dict[str, Any] | None) -> pa.Table:
     raw = _read_raw(shard, source, list(source.read_columns), filesystem, storage_options)
     uri = shard.file.uri
-    rows = pa.array(np.arange(shard.row_start, shard.row_end, dtype=np.int64))
     out = {"id": _ids(raw[source.id_column], source, shard),
            "text": (_text_column(raw[source.text_column], source.text_column, uri) if source.text_column
                     else _render(raw, source.text_template or "", uri))}
     out.update({name: raw[name] for name in source.passthrough})
-    out["_row"] = rows
-    table = pa.table(out)
-    duplicates = repeated_ids(table["id"])
-    if duplicates:
-        value, positions = duplicates[0]
-        at = [shard.row_start + position for position in positions]
-        listed = ", ".join(map(str, at[:-1])) + f" and {at[-1]}"
-        more = f" ({len(duplicates)} ids repeat in {shard.describe()})" if len(duplicates) > 1 else ""
-        raise InputError(f"{uri}: duplicate id {value!r} at rows {listed}{more}")
-    return table
+    if source.document_column is not None:
+        out["_document"] = _document_values(raw[source.document_column], source.document_column, shard)
+    if source.chunk_order_column is not None:
+        out["_chunk_order"] = raw[source.chunk_order_column]
+    out["_row"] = pa.array(np.arange(shard.row_start, shard.row_end, dtype=np.int64))
+    return pa.table(out)
+
+
+def _own_documents(shard: Shard, source: SourceConfig, table: pa.Table, filesystem: pafs.FileSystem | None,
+                   storage_options: dict[str, Any] | None) -> pa.Table:
+    """Drop the leading rows of a document that began before the shard; add the rows after it that finish its
+    last document: a shard owns the documents that start in its range."""
+    fs, path = storage.resolve(shard.file.uri, storage_options, filesystem=filesystem)
+    before = neighbours.previous_row(shard, fs, path)
+    if before is not None and table.num_rows:
+        previous = _rows(before, source, fs, None)["_document"][0]
+        continues = pc.equal(table["_document"], previous).to_numpy(zero_copy_only=False)
+        keep = int(np.argmin(continues)) if not continues.all() else table.num_rows
+        table = table.slice(keep)
+    if table.num_rows == 0:
+        return table
+    last = table["_document"][table.num_rows - 1]
+    extra = []
+    for block in neighbours.following(shard, fs, path):
+        rows = _rows(block, source, fs, None).cast(table.schema)
+        same = pc.equal(rows["_document"], last).to_numpy(zero_copy_only=False)
+        run = int(np.argmin(same)) if not same.all() else rows.num_rows
+        extra.append(rows.slice(0, run))
+        if run < rows.num_rows:
+            break
+    return pa.concat_tables([table, *extra]) if extra else table
+
+
+def _document_values(col: pa.ChunkedArray, name: str, shard: Shard) -> pa.ChunkedArray:
+    if col.null_count:
+        first = pc.index(pc.is_null(col), True).as_py()
+        raise InputError(f"{shard.file.uri} row {shard.row_start + first}: the document ({name!r}) is null")
+    return _decoded(col)
 
 
 def repeated_ids(ids: pa.ChunkedArray | pa.Array) -> list[tuple[Any, list[int]]]:

@@ -55,6 +55,9 @@ class Shard:
     byte_end: int | None = None
     header_end: int = 0
     """CSV: the header row is ``[0, header_end)``, to be put in front of the byte range."""
+    prev_row_byte: int | None = None
+    """JSONL/CSV: where the row before the shard starts (``None`` for a file's first shard). Pre-chunked input reads
+    that row to tell whether the shard's first document began in the shard before."""
     row_groups: tuple[int, ...] = ()
     """Parquet row groups or IPC record batches holding the rows, in order."""
     group_row_start: int = 0
@@ -288,6 +291,7 @@ def _plan_text(file: SourceFile, fs: pafs.FileSystem, path: str, shard_rows: int
     header_end: int | None = None if csv else 0
     total = 0
     cuts: list[int] = []  # offset just past every shard_rows-th data row
+    before: dict[int, int] = {}  # shard k -> offset just past the row two rows before its first one
     with fs.open_input_stream(path, compression=file.compression) as handle:
         for block in chain(_blocks(handle), [None]):
             ends = scanner.feed(block) if block is not None else scanner.finish()
@@ -296,6 +300,9 @@ def _plan_text(file: SourceFile, fs: pafs.FileSystem, path: str, shard_rows: int
             # rows total+1 .. total+len(ends) end here; keep the ends of rows numbered k*shard_rows
             first = (-total - 1) % shard_rows
             cuts.extend(int(x) for x in ends[first::shard_rows])
+            numbers = total + 1 + np.arange(len(ends))  # 1-based numbers of the rows ending here
+            ahead = (numbers + 1) % shard_rows == 0  # the row before the last row of a shard
+            before.update(zip(((numbers[ahead] + 1) // shard_rows).tolist(), ends[ahead].tolist(), strict=True))
             total += len(ends)
     if total == 0:
         return []
@@ -306,6 +313,7 @@ def _plan_text(file: SourceFile, fs: pafs.FileSystem, path: str, shard_rows: int
         bounds.append(file.size)
     return [
         _shard(file, k * shard_rows, min(shard_rows, total - k * shard_rows), end - start,
-               byte_start=start, byte_end=end, header_end=header_end or 0)
+               byte_start=start, byte_end=end, header_end=header_end or 0,
+               prev_row_byte=None if k == 0 else before.get(k, header_end or 0))
         for k, (start, end) in enumerate(pairwise(bounds))
     ]
