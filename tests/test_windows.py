@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -30,7 +32,7 @@ def test_windows_cover_every_chunk_in_order_within_the_budget():
         budget, overlap = int(rng.integers(600, 3000)), int(rng.integers(0, 4))
         windows = plan_windows(tokens, budget, overlap, 2048)
         assert windows[0][0] == 0 and windows[-1][1] == len(tokens)
-        for (start, end), (next_start, next_end) in zip(windows, windows[1:], strict=False):
+        for (start, end), (next_start, next_end) in itertools.pairwise(windows):
             assert start < next_start <= end < next_end  # consecutive, overlapping by at most `overlap`
             assert end - next_start <= overlap
         for start, end in windows:
