@@ -127,12 +127,13 @@ def _prechunked(rows: pa.Table, config: JobConfig) -> Documents:
     values = rows.column("_document").combine_chunks()
     n = rows.num_rows
     starts = _run_starts(values)
-    order = _chunk_order(rows, starts)
+    ends = [*starts[1:], n] if starts else []
+    order = _chunk_order(rows, starts, ends)
     texts_in = rows.column("text").to_pylist()
     builder = _ChunkBuilder()
     hashes: list[str | None] = []
     failures: list[DocumentFailure] = []
-    for number, (first, last) in enumerate(zip(starts, [*starts[1:], n], strict=True)):
+    for number, (first, last) in enumerate(zip(starts, ends, strict=True)):
         members = order[first:last]
         document = values[int(first)].as_py()
         chunk_texts = [texts_in[i] for i in members]
@@ -160,14 +161,19 @@ def _run_starts(values: pa.Array) -> list[int]:
     return [0, *(np.flatnonzero(changed) + 1).tolist()]
 
 
-def _chunk_order(rows: pa.Table, starts: list[int]) -> np.ndarray:
+def _chunk_order(rows: pa.Table, starts: list[int], ends: list[int]) -> np.ndarray:
     """Row positions in chunk order: each document's rows sorted by the order column (stable), else as read."""
-    n = rows.num_rows
+    order = np.arange(rows.num_rows)
     if "_chunk_order" not in rows.column_names:
-        return np.arange(n)
-    keys = rows.column("_chunk_order").to_numpy(zero_copy_only=False)
-    order = np.arange(n)
-    for first, last in zip(starts, [*starts[1:], n], strict=True):
+        return order
+    column = rows.column("_chunk_order")
+    if pa.types.is_string(column.type):  # CSV reads every column as text: order "10" after "9", not after "1"
+        try:
+            column = pc.cast(column, pa.int64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    keys = column.to_numpy(zero_copy_only=False)
+    for first, last in zip(starts, ends, strict=True):
         order[first:last] = first + np.argsort(keys[first:last], kind="stable")
     return order
 
