@@ -92,9 +92,9 @@ def test_chunking_settings_that_cannot_work_are_refused_naming_the_key(chunking,
 
 
 def test_prechunked_and_chunking_do_not_mix():
-    with pytest.raises(ConfigError, match="source.document_column"):
+    with pytest.raises(ConfigError, match=r"source\.document_column"):
         job(source={"path": "x", "document_column": "doc"}, chunking={"max_tokens": 100})
-    with pytest.raises(ConfigError, match="source.chunk_order_column"):
+    with pytest.raises(ConfigError, match=r"source\.chunk_order_column"):
         job(source={"path": "x", "chunk_order_column": "k"})
 
 

@@ -17,6 +17,7 @@ request, with a reason naming the document and the field.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass, field
 
@@ -168,10 +169,8 @@ def _chunk_order(rows: pa.Table, starts: list[int], ends: list[int]) -> np.ndarr
         return order
     column = rows.column("_chunk_order")
     if pa.types.is_string(column.type):  # CSV reads every column as text: order "10" after "9", not after "1"
-        try:
+        with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
             column = pc.cast(column, pa.int64())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass
     keys = column.to_numpy(zero_copy_only=False)
     for first, last in zip(starts, ends, strict=True):
         order[first:last] = first + np.argsort(keys[first:last], kind="stable")
