@@ -409,8 +409,9 @@ def test_an_empty_table_writes_nothing(sink):
 
 
 def test_search_with_custom_field_names_and_a_filter(db):
-    from embedder.cli.search import format_hits, search
+    from embedder.cli.search import format_hits
     from embedder.config import MilvusSinkConfig
+    from embedder.sinks.milvus_search import search
 
     sink = milvus_sink(db, collection="docs", id_field="pk", vector_field="emb", metric="IP")
     sink.start(info(columns=("title", "n")))
@@ -430,8 +431,8 @@ def test_search_with_custom_field_names_and_a_filter(db):
 
 
 def test_search_refuses_a_database_a_job_holds(db):
-    from embedder.cli.search import search
     from embedder.config import MilvusSinkConfig
+    from embedder.sinks.milvus_search import search
 
     sink = milvus_sink(db, collection="docs")
     sink.start(info())

@@ -101,8 +101,9 @@ def search_demo(config, corpus: str) -> None:
     """Search the collection with one document's own text: that document should come first."""
     import pyarrow.dataset as ds
 
-    from embedder.cli.search import embed_query, format_hits, search
+    from embedder.cli.search import embed_query, format_hits
     from embedder.config import MilvusSinkConfig
+    from embedder.sinks.milvus_search import search
 
     sink = next(s for s in config.sinks if isinstance(s, MilvusSinkConfig))
     row = ds.dataset(corpus).head(1, columns=["id", "text"]).to_pylist()[0]

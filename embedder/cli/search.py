@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Milvus boolean expression over passthrough fields, e.g. 'topic == \"sports\"'")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a key of the job file (repeatable)")
+    parser.add_argument("--group-by-doc", action="store_true",
+                        help="one hit per document: its best chunk (a collection of chunks only)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -44,7 +46,10 @@ def run(args: argparse.Namespace) -> int:
     if sink is None:
         raise ConfigError(f"{args.job} has no Milvus sink to search (add a [[sinks]] table with kind = \"milvus\")")
     vector = embed_query(config, args.query)
-    hits = search(sink, vector, top_k=args.top_k, fields=config.source.passthrough, expr=args.filter)
+    from embedder.sinks.milvus_search import search
+
+    hits = search(sink, vector, top_k=args.top_k, fields=config.source.passthrough, expr=args.filter,
+                  group_by_doc=args.group_by_doc)
     if args.json:
         print(json.dumps({"query": args.query, "collection": sink.collection, "metric": sink.metric,
                           "hits": hits}, ensure_ascii=False, default=str))
@@ -70,34 +75,6 @@ def embed_query(config: Any, text: str) -> list[float]:
                                      max_attempts=emb.max_retries + 1)
     with function:
         return [float(x) for x in function([text])[0]]
-
-
-def search(sink: Any, vector: list[float], *, top_k: int, fields: tuple[str, ...] = (), expr: str = "") -> list[dict]:
-    """The ``top_k`` nearest rows: ``rank``, ``id``, ``score`` and the passthrough ``fields`` the collection has."""
-    from embedder.errors import SinkError
-    from embedder.sinks.milvus import connect, describe_error, disconnect
-
-    client = connect(sink.uri, db_name=sink.db_name, token_env=sink.token_env)  # no waiting: say it is in use
-    where = f"Milvus collection '{sink.collection}'"
-    try:
-        if not client.has_collection(sink.collection):
-            raise SinkError(f"{where} does not exist yet: run the job first")
-        present = {f["name"] for f in client.describe_collection(sink.collection)["fields"]}
-        output = [name for name in fields if name in present]
-        client.load_collection(sink.collection)
-        results = client.search(sink.collection, data=[vector], limit=top_k, anns_field=sink.vector_field,
-                                filter=expr, output_fields=output or [sink.id_field],
-                                search_params={"metric_type": sink.metric}, consistency_level="Strong")
-    except SinkError:
-        raise
-    except Exception as exc:  # pymilvus errors become one clear message (a bad --filter, a missing index...)
-        raise SinkError(f"searching {where} failed: {describe_error(exc)}") from None
-    finally:
-        disconnect(client, sink.uri)
-    # a hit is keyed by the primary field's name
-    return [{"rank": rank, "id": hit[sink.id_field], "score": float(hit["distance"]),
-             "fields": {name: hit["entity"].get(name) for name in output}}
-            for rank, hit in enumerate(results[0] if results else [], start=1)]
 
 
 def format_hits(hits: list[dict], metric: str) -> str:
