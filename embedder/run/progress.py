@@ -58,7 +58,8 @@ def progress_line(p: Progress) -> str:
     percent = 100.0 * done_rows / p.rows_total if p.rows_total else 100.0
     tpm = humanize.count(p.tokens_last_minute) + (f"/{humanize.count(p.tpm_limit)}" if p.tpm_limit else "")
     return (f"{percent:5.1f}% shards {done_shards}/{p.shards_total} rows {humanize.count(done_rows)}/"
-            f"{humanize.count(p.rows_total)} | {p.rows_per_s:,.0f} rows/s | {tpm} tok/min | 429s {p.rate_limited} "
+            f"{humanize.count(p.rows_total)} | docs {humanize.count(p.documents_done)} chunks "
+            f"{humanize.count(p.chunks)} | {p.rows_per_s:,.0f} rows/s | {tpm} tok/min | 429s {p.rate_limited} "
             f"| retries {p.retries} | failed {p.documents_failed} | ETA {humanize.duration(p.eta_s)} "
             f"| spent {humanize.dollars(p.cost_usd)} of ~{humanize.dollars(p.projected_cost_usd)} projected")
 
