@@ -81,3 +81,15 @@ def test_resume() -> None:
     lines = figures(output)
     assert any("rerun wall time" in line for line in lines), output[-3000:]
     assert any("API requests during reruns = 0" in line for line in lines), output[-3000:]
+
+
+def test_chunking(psutil_installed: None) -> None:
+    output = run_program("chunking.py", "--docs", "40", "--docs-small", "10", "--words", "600")
+    lines = figures(output)
+    for figure in ("splitter", "job CPU", "end-to-end", "at 100M tokens/min"):
+        assert any(line.startswith(f"FIGURE chunking {figure}") for line in lines), output[-3000:]
+
+
+def test_splitters() -> None:
+    output = run_program("splitters.py", "--docs", "6", "--repeat", "1")
+    assert any(line.startswith("FIGURE splitter semantic-text-splitter overlap 0") for line in figures(output))
