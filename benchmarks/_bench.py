@@ -77,6 +77,28 @@ def corpus(rows: int, words: int, *, files: int = 4, row_group_rows: int = 5000,
     return path
 
 
+def documents(count: int, tokens: int, *, files: int = 4, cache: Path = DEFAULT_CACHE) -> Path:
+    """A generated Parquet corpus of ``count`` long documents (paragraphs of sentences) of about ``tokens`` tokens
+    each (0.5x to 2x), cached by its parameters."""
+    import pyarrow.parquet as pq
+
+    from embedder.cli.sample_corpus import generate_documents
+
+    path = cache / f"documents-{count}d-{tokens}t-{files}f"
+    if not (path / ".complete").exists():
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        per_file = -(-count // files)
+        for number in range(files):
+            rows = min(per_file, count - number * per_file)
+            if rows > 0:
+                table = generate_documents(rows, min_tokens=tokens // 2, max_tokens=tokens * 2,
+                                           start=number * per_file)
+                pq.write_table(table, path / f"part-{number:04d}.parquet", row_group_size=500)
+        (path / ".complete").write_text("ok")
+    return path
+
+
 def job_file(path: Path, *, source: Path, output: Path, rpm: int, tpm: int, max_concurrency: int,
              workers: int = 2, cpus_per_worker: float = 0.25, shard_rows: int = 5000, dimensions: int = 1024) -> Path:
     """A job file (written with ``tomli_w``): the Parquet corpus ``source`` → Parquet in ``output``."""

@@ -1,6 +1,6 @@
 """Chunking, measured: the splitter's own speed, the job's CPU per 1,000 chunks, and chunks/s end to end.
 
-    .venv/bin/python benchmarks/chunking.py                       # 100 and 1,000 documents of ~2,000 words
+    .venv/bin/python benchmarks/chunking.py                       # 100 and 1,000 documents of ~2,400 tokens
     .venv/bin/python benchmarks/chunking.py --docs 5000 --docs-small 500 --repeat 3
     .venv/bin/python benchmarks/chunking.py --late-chunking       # one document per request (windows)
 
@@ -41,13 +41,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=1000, help="documents of the large run (default 1,000)")
     parser.add_argument("--docs-small", type=int, default=100, help="documents of the small run (default 100)")
-    parser.add_argument("--words", type=int, default=2000, help="words per document (2,000 ≈ 2,400 tokens)")
+    parser.add_argument("--tokens", type=int, default=2400, help="tokens per document, on average (0.5x to 2x)")
     parser.add_argument("--max-tokens", type=int, default=512, help="chunking.max_tokens (default 512)")
     parser.add_argument("--late-chunking", action="store_true", help="embedding.late_chunking = true")
+    parser.add_argument("--shard-rows", type=int, default=1000, help="source.shard_rows (documents per shard)")
     parser.add_argument("--dimensions", type=int, default=1024)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=8, help="job limits.max_concurrency")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each size; medians are reported")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="also py-spy the driver, workers and sink during one large run; raw stacks go here")
     parser.add_argument("--keep", action="store_true")
     return parser.parse_args(argv)
 
@@ -69,7 +72,7 @@ def splitter_speed(source: Path, max_chars: int, repeat: int = 5) -> tuple[float
 
 
 def job_runs(args: argparse.Namespace, sources: dict[str, Path]) -> dict[str, dict[str, float]]:
-    overrides = [f"chunking.max_tokens={args.max_tokens}", "source.shard_rows=100"]
+    overrides = [f"chunking.max_tokens={args.max_tokens}", f"source.shard_rows={args.shard_rows}"]
     if args.late_chunking:
         overrides.append("embedding.late_chunking=true")
     settings = argparse.Namespace(concurrency=args.concurrency, workers=args.workers, dimensions=args.dimensions,
@@ -83,6 +86,9 @@ def job_runs(args: argparse.Namespace, sources: dict[str, Path]) -> dict[str, di
                 runs[name].append(result)
                 print(f"chunking: {name} run {number + 1}: {result['chunks']:,} chunks in {result['wall']:.1f} s "
                       f"wall, job CPU {result['job_cpu']:.2f} s, {result['requests']} requests", flush=True)
+        if args.profile is not None:  # an extra large run: py-spy slows what it samples, so it is not counted
+            client_cost.one_run(work, "profiled", sources["large"], server, settings, args.profile)
+            client_cost.summarise_profile(args.profile)
     return {name: {key: statistics.median(r[key] for r in results) for key in ("wall", "job_cpu", "chunks")}
             for name, results in runs.items()}
 
@@ -92,12 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.docs <= args.docs_small:
         raise SystemExit("--docs must be larger than --docs-small")
     bench.print_machine()
-    sources = {"small": bench.corpus(args.docs_small, args.words), "large": bench.corpus(args.docs, args.words)}
+    sources = {"small": bench.documents(args.docs_small, args.tokens), "large": bench.documents(args.docs, args.tokens)}
     max_chars = args.max_tokens * 4  # embedding.chars_per_token = 4.0
     mb_s, chunks_s, _ = splitter_speed(sources["large"], max_chars)
     print(f"FIGURE chunking splitter = {mb_s:,.1f} MB/s per core, {chunks_s:,.0f} chunks/s "
           f"(semantic-text-splitter, {max_chars:,}-character chunks, one core, CPU time)")
-    print(f"chunking: {args.docs_small:,} and {args.docs:,} documents of ~{args.words:,} words, max_tokens "
+    print(f"chunking: {args.docs_small:,} and {args.docs:,} documents of ~{args.tokens:,} tokens, max_tokens "
           f"{args.max_tokens}, late chunking {'on' if args.late_chunking else 'off'}, {args.dimensions}-d, "
           f"{args.workers} workers, unthrottled local server, Parquet sink", flush=True)
     results = job_runs(args, sources)

@@ -62,7 +62,7 @@ def one_run(work: Path, name: str, rows: int, server: MockJinaServer, args: argp
             "peak_private": monitor.peak_rss(("driver", "actor"), private=True),
             "peak_all": monitor.peak_rss(("driver", "actor", "ray")),
             "by_title": monitor.by_title(), "samples": len(monitor.samples),
-            "embedded": report.get("progress", {}).get("rows_embedded", 0)}
+            "embedded": report.get("progress", {}).get("documents_embedded", 0)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,7 +84,7 @@ def test_resume() -> None:
 
 
 def test_chunking(psutil_installed: None) -> None:
-    output = run_program("chunking.py", "--docs", "40", "--docs-small", "10", "--words", "600")
+    output = run_program("chunking.py", "--docs", "40", "--docs-small", "10", "--tokens", "800")
     lines = figures(output)
     for figure in ("splitter", "job CPU", "end-to-end", "at 100M tokens/min"):
         assert any(line.startswith(f"FIGURE chunking {figure}") for line in lines), output[-3000:]

@@ -52,7 +52,7 @@ def test_mixed_formats_exact_output(tmp_path: Path, jina, env) -> None:
     assert plan["files"] == 4 and len(plan["shard_ids"]) == 10
     report = led.read_report()
     assert report.status == "completed" and report.failed_rows_total == 0
-    assert report.progress.rows_embedded == 20_000
+    assert report.progress.documents_embedded == 20_000
     stats = jina.stats()
     assert stats["inputs"] == 20_000, "each row is billed once"
     assert report.progress.tokens == stats["tokens"]
@@ -115,7 +115,7 @@ def test_null_and_empty_texts_are_dead_lettered_and_retried(tmp_path: Path, jina
     for reason in failed.column("reason").to_pylist():
         assert "empty" in reason or "null" in reason, reason
     report = led.read_report()
-    assert report.failed_rows_total == 4 and report.progress.rows_failed == 4
+    assert report.failed_rows_total == 4 and report.progress.documents_failed == 4
     assert jina.stats()["inputs"] == 2000 - 4
     failed_shards = led.failed_shard_ids()
     assert len(failed_shards) == 3

@@ -66,7 +66,7 @@ def test_driver_sigkill_then_resume(tmp_path: Path, jina, env) -> None:
     assert stats["inputs"] == 6000 - rows_done, "the rerun embeds exactly the rows of shards without a done marker"
     report = ledger(checkpoint).read_report()
     assert report.progress.shards_skipped == len(done_at_kill)
-    assert report.progress.rows_embedded == 6000 - rows_done
+    assert report.progress.documents_embedded == 6000 - rows_done
 
     jina.reset()
     finished = run_cli(job, env=env)

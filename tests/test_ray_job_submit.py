@@ -94,6 +94,6 @@ def test_ray_job_submit_runs_the_job_entrypoint(tmp_path: Path, jina, api_key) -
 
     assert_exact_output(str(out), rows, dimensions=64)
     report = ledger(str(out / "_checkpoint")).read_report()
-    assert report.status == "completed" and report.progress.rows_embedded == 1500
+    assert report.status == "completed" and report.progress.documents_embedded == 1500
     assert api_key not in json.dumps(report.to_dict())
     assert jina.stats()["inputs"] == 1500

@@ -79,7 +79,7 @@ class Embedder:
         """Why ``text`` cannot be sent at all, or None."""
         if not isinstance(text, str):
             return "text is null" if text is None else f"text is not a string ({type(text).__name__})"
-        if not text.strip():
+        if not text or text.isspace():  # isspace, not strip: no copy of a long text
             return "text is empty or whitespace only"
         limit = self.options.spec.max_tokens
         if not self.options.truncate and len(text) > limit * MAX_CHARS_PER_TOKEN:

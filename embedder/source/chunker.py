@@ -23,3 +23,8 @@ def _splitter(max_chars: int, overlap_chars: int) -> TextSplitter:
 def split_text(text: str, max_chars: int, overlap_chars: int = 0) -> list[tuple[int, int]]:
     """``[(start, end), ...]``: the chunks of ``text`` as Python string offsets (none for blank text)."""
     return [(start, start + len(chunk)) for start, chunk in _splitter(max_chars, overlap_chars).chunk_indices(text)]
+
+
+def split_chunks(text: str, max_chars: int, overlap_chars: int = 0) -> list[tuple[int, str]]:
+    """``[(start, chunk text), ...]``: as :func:`split_text`, with each chunk's text (``text[start:start + len]``)."""
+    return _splitter(max_chars, overlap_chars).chunk_indices(text)

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from embedder.config import JobConfig
-from embedder.source.chunker import split_text
+from embedder.source.chunker import split_chunks
 
 CHUNK_ID_SEPARATOR = "#"
 """Chunk ids are ``<document id>#<chunk index>`` (for example ``doc-7#0``, ``doc-7#1``)."""
@@ -110,7 +110,7 @@ def _chunked(rows: pa.Table, config: JobConfig) -> Documents:
     failures: list[DocumentFailure] = []
     for number, text in enumerate(rows.column("text").to_pylist()):
         document = doc_ids[number].as_py()
-        spans = split_text(text, max_chars, overlap) if text else []
+        spans = split_chunks(text, max_chars, overlap) if text else []
         if not spans:
             failures.append(DocumentFailure(number, f"document {document!r}: text ({column}) is empty", "EmptyText"))
         elif len(spans) > chunking.max_chunks_per_document:
@@ -118,7 +118,7 @@ def _chunked(rows: pa.Table, config: JobConfig) -> Documents:
                                             f"chunking.max_chunks_per_document = {chunking.max_chunks_per_document:,}",
                                             "TooManyChunks"))
         else:
-            builder.add(number, document, text, spans, number)
+            builder.add_split(number, document, spans)
         hashes.append(None if failures and failures[-1].document == number else text)
     return builder.finish(doc_ids, np.arange(rows.num_rows, dtype=np.int64), hashes, failures, ids=None)
 
@@ -201,6 +201,17 @@ class _ChunkBuilder:
             self.ends.append(end)
             self.rows.append(int(row))
             self.chunk_ids.append(chunk_id(document, k))
+
+    def add_split(self, number: int, document: object, chunks: list[tuple[int, str]]) -> None:
+        """Document ``number`` (one row) as the splitter cut it: ``(start, text)`` per chunk."""
+        for k, (start, text) in enumerate(chunks):
+            self.texts.append(text)
+            self.docs.append(number)
+            self.index.append(k)
+            self.starts.append(start)
+            self.ends.append(start + len(text))
+            self.rows.append(number)
+            self.chunk_ids.append(f"{document}{CHUNK_ID_SEPARATOR}{k}")
 
     def finish(self, doc_ids: pa.Array, doc_rows: np.ndarray, hashes: list[str | None],
                failures: list[DocumentFailure], *, ids: pa.Array | None) -> Documents:

@@ -9,6 +9,7 @@ whole input; the corpus itself is never chunked here. Tokens are the job's estim
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 from collections.abc import Iterable
@@ -80,7 +81,12 @@ def build_plan(config: JobConfig) -> JobPlan:
     if not shards:
         raise InputError(f"input is empty: {config.source.path} has {len(files)} file(s) and no rows")
     picked = sorted({round(k * (len(shards) - 1) / max(1, SAMPLE_SHARDS - 1)) for k in range(SAMPLE_SHARDS)})
-    tables = [read_shard(shards[k], config.source, storage_options=storage_options) for k in picked]
+    tables = [read_shard(shards[0], config.source, storage_options=storage_options)]
+    for k in picked[1:]:
+        # only the first shard must read here (it tells the schema); a problem in another one is reported, naming
+        # its file and row, when that shard is embedded, after the shards before it are kept
+        with contextlib.suppress(InputError):
+            tables.append(read_shard(shards[k], config.source, storage_options=storage_options))
     per_shard = max(1, SAMPLE_ROWS // len(tables))
     sample = pa.concat_tables([t.slice(0, per_shard) for t in tables], promote_options="permissive")
     estimate = _estimate(config, sample, rows)
@@ -95,7 +101,7 @@ def build_plan(config: JobConfig) -> JobPlan:
 def _estimate(config: JobConfig, sample: pa.Table, rows: int) -> Estimate:
     emb = config.embedding
     documents = build_documents(sample, config)
-    lengths = [len(text) for text in documents.texts]
+    lengths = [len(text or "") for text in documents.texts]
     scale = rows / max(1, sample.num_rows)
     chunks = len(lengths) * scale
     tokens = (sum(lengths) / emb.chars_per_token + SPECIAL_TOKENS_PER_INPUT * len(lengths)) * scale
