@@ -4,7 +4,7 @@ the Grafana dashboard that plots them.
 The job joins the cluster (``RAY_ADDRESS``); its driver reports through ``ray.util.metrics`` to the head's metrics
 agent, which serves them to Prometheus at ``http://127.0.0.1:P/metrics``. Ray's agent exports every few seconds
 (``RAY_metrics_report_interval_ms``, lowered here to one second), so the scraped counter lags the server's billing
-by about that much: the job is slowed down (latency, small requests, two at a time) to last ~20 s.
+by about that much: the job is slowed down (latency, small requests, two at a time) to last ~30 s.
 """
 
 from __future__ import annotations
@@ -49,10 +49,10 @@ def total(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, job
 @pytest.mark.slow
 @pytest.mark.ray
 def test_a_running_job_exports_its_metrics_to_rays_prometheus_endpoint(tmp_path: Path, jina, api_key) -> None:
-    jina.configure(latency_ms=400)
-    write_parquet(tmp_path / "corpus.parquet", corpus_rows(2400), row_group_rows=300)
+    jina.configure(latency_ms=700)
+    write_parquet(tmp_path / "corpus.parquet", corpus_rows(4000), row_group_rows=500)
     job = write_job(tmp_path / "metrics-job.toml",
-                    **job_tables(tmp_path / "corpus.parquet", shard_rows=300, workers=2,
+                    **job_tables(tmp_path / "corpus.parquet", shard_rows=500, workers=2,
                                  limits={"rpm": 100_000, "tpm": 2_000_000, "max_concurrency": 2},
                                  embedding={"batch_size": 50}),
                     sink={"kind": "parquet", "path": tmp_path / "out"})
@@ -61,9 +61,10 @@ def test_a_running_job_exports_its_metrics_to_rays_prometheus_endpoint(tmp_path:
         env = cluster.client_env(cli_env(jina.url, api_key), connect=True) | REPORT_INTERVAL
         run = start_cli(job, env=env)
         scrapes: list[tuple[float, int, dict]] = []  # (tokens metric, tokens the server billed, samples)
+        samples: dict = {}
         try:
             while run.running():
-                samples = scrape(url)
+                samples = scrape(url) or samples
                 billed = jina.stats()["tokens"]
                 tokens = total(samples, exported_name("embedder_tokens"), "metrics-job")
                 if tokens is not None and run.running():
@@ -74,6 +75,8 @@ def test_a_running_job_exports_its_metrics_to_rays_prometheus_endpoint(tmp_path:
     assert result.returncode == 0, result.describe()
     final_billed = jina.stats()["tokens"]
     values = [tokens for tokens, _, _ in scrapes]
+    exported = sorted(name for name in samples if "embedder" in name)
+    assert scrapes, f"no {exported_name('embedder_tokens')} of job metrics-job at {url}; embedder series: {exported}"
     assert len(set(values)) >= 3 and values == sorted(values), f"the tokens counter grows while the job runs: {values}"
     tokens, billed, samples = scrapes[-1]
     print(f"\nlast scrape: metric {tokens:,.0f} tokens, server billed {billed:,} (of {final_billed:,} in all); "
