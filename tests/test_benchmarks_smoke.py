@@ -71,6 +71,14 @@ def test_compare_pipelines() -> None:
         assert any(line.startswith(f"FIGURE compare_pipelines[{name}]") for line in lines), output[-3000:]
 
 
+def test_ray_data() -> None:
+    output = run_program("ray_data.py", "--rows", "64", "--rpm", "6000", "--map-batch", "16")
+    lines = figures(output)
+    for name in ("jinaembed", "paced-udf"):
+        assert any(line.startswith(f"FIGURE ray_data[{name}]") and "rows = 64" in line for line in lines), \
+            output[-3000:]
+
+
 def test_memory_scale(psutil_installed: None) -> None:
     output = run_program("memory_scale.py", "--rows-small", "500", "--rows-large", "1500")
     assert any("peak RSS (driver + actors)" in line for line in figures(output)), output[-3000:]

@@ -136,7 +136,7 @@ def _override_value(raw: str, expects_string: bool) -> Any:
 
 def _expects_string(path: Sequence[str | int]) -> bool:
     name = path[-1]
-    if path == ["mode"]:
+    if path in (["mode"], ["name"]):
         return True
     if path[0] in ("sink", "sinks"):
         classes: list[type] = list(SINK_CLASSES.values())

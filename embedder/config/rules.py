@@ -30,6 +30,7 @@ def build_job(data: dict[str, Any], ctx: Context) -> schema.JobConfig:
     if "source" not in data:
         raise ctx.missing("source.path")
     mode = check_value(coerce(data.get("mode", "full"), str, "mode", ctx), {"choices": schema.MODES}, "mode", ctx)
+    name = coerce(data.get("name", ""), str, "name", ctx)
     source = _build_source(data["source"], ctx)
     embedding = _build_embedding(data.get("embedding", {}), ctx)
     sinks = _build_sinks(data, source, ctx)
@@ -39,7 +40,7 @@ def build_job(data: dict[str, Any], ctx: Context) -> schema.JobConfig:
     chunking = build_section(ChunkingConfig, data["chunking"], "chunking", ctx) if "chunking" in data else None
     check_documents(chunking, source, embedding, ctx)
     return schema.JobConfig(
-        mode=mode, source=source, embedding=embedding,
+        mode=mode, name=name, source=source, embedding=embedding,
         limits=build_section(schema.LimitsConfig, data.get("limits", {}), "limits", ctx),
         workers=build_section(schema.WorkersConfig, data.get("workers", {}), "workers", ctx),
         sinks=sinks, checkpoint=checkpoint,

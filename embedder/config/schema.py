@@ -17,6 +17,7 @@ import os
 import string
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 from embedder.config.chunking import ChunkingConfig
@@ -241,6 +242,8 @@ class JobConfig:
 
     mode: str = checked("full", choices=MODES)
     """``full``: the whole source; ``incremental``: extend an earlier run's output with new shards."""
+    name: str = ""
+    """The job's name in Ray's metrics (their ``job_name`` tag); ``""``: the job file's stem. Not fingerprinted."""
     source: SourceConfig
     """``[source]``: the input rows."""
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
@@ -309,6 +312,11 @@ class JobConfig:
         return fields
 
     @property
+    def job_name(self) -> str:
+        """``name``, else the job file's stem (``jobs/nightly.toml`` → ``nightly``), else ``embedder``."""
+        return self.name or (PurePath(self.config_path).stem if self.config_path else "embedder")
+
+    @property
     def documents(self) -> bool:
         """Whether the output has a row per chunk (``doc_id``, ``chunk_index``...) rather than one per input row."""
         return self.chunking is not None or self.source.document_column is not None
@@ -349,6 +357,7 @@ class JobConfig:
         return {
             "config_path": self.config_path,
             "mode": self.mode,
+            "name": self.job_name,
             "fingerprint": self.fingerprint(),
             "source": source,
             "embedding": embedding,
@@ -365,6 +374,6 @@ class JobConfig:
 SECTIONS: dict[str, type] = {"source": SourceConfig, "embedding": EmbeddingConfig, "limits": LimitsConfig,
                              "workers": WorkersConfig, "checkpoint": CheckpointConfig, "progress": ProgressConfig,
                              "chunking": ChunkingConfig}
-TOP_LEVEL_KEYS = ("mode", *SECTIONS, "sink", "sinks")
+TOP_LEVEL_KEYS = ("mode", "name", *SECTIONS, "sink", "sinks")
 
 

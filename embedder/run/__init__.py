@@ -9,12 +9,15 @@
     worker.py     one shard read, embedded and turned into an output table (plain class, testable without Ray)
     limiter.py    the rate limiter's window (requests/min, tokens/min, concurrency), pure and clock-driven
     gate.py       a worker's request gate backed by the limiter actor
+    metrics.py    the job's figures as Ray metrics (Prometheus, Grafana), reported from the driver's loop
+    ray_data.py   ``JinaEmbed``: embedding as a Ray Data ``map_batches`` step, under a shared limiter actor
     output.py     a shard's output table and its dead letters
     progress.py   counters, rates and the live display
     report.py     the run report and the summary
     settings.py   what the job's configuration means for each actor
 
-Only ``actors``, ``driver`` and ``cluster`` import Ray.
+Only ``actors``, ``driver``, ``cluster``, ``metrics`` (``ray.util.metrics``) and ``ray_data`` (Ray Data's batch
+formats) import Ray.
 
 May import: every stage below it (incremental, source, sinks, ledger, config, jina, storage).
 """

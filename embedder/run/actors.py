@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 import ray
 
+from embedder.errors import ConfigError
 from embedder.jina.embedding import Embedder
 from embedder.run.limiter import Limits, SharedLimiter
 from embedder.run.worker import EmbedWorker, ShardOutcome, WorkerSettings
@@ -102,6 +103,21 @@ def limiter_actor(limits: Limits, name: str, lease_s: float | None = None) -> An
     # find it again by name), and calls made meanwhile wait for the restart instead of failing the shard.
     return ray.remote(LimiterActor).options(num_cpus=0, max_concurrency=10_000, max_restarts=-1,
                                             max_task_retries=-1, name=name).remote(limits, lease_s)
+
+
+def named_limiter(name: str, limits: Limits, lease_s: float, namespace: str = "embedder") -> Any:
+    """The limiter actor ``name`` of ``namespace``, started (detached: it outlives the driver that started it) by the
+    first caller and found by every other; ``ConfigError`` when it was started with other limits."""
+    handle: Any = ray.remote(LimiterActor).options(
+        name=name, namespace=namespace, lifetime="detached", get_if_exists=True, num_cpus=0, max_concurrency=10_000,
+        max_restarts=-1, max_task_retries=-1).remote(limits, lease_s)
+    snapshot = ray.get(handle.snapshot.remote())
+    running = Limits(rpm=snapshot["rpm"], tpm=snapshot["tpm"], max_concurrency=snapshot["max_concurrency"])
+    if running != limits:
+        raise ConfigError(f"the rate limiter {namespace}/{name} already runs with {running}, not {limits}: pass "
+                          f"another limiter_name, or stop it first (ray.kill(ray.get_actor({name!r}, "
+                          f"namespace={namespace!r})))")
+    return handle
 
 
 def worker_actors(count: int, cpus: float, settings: WorkerSettings, api_key: Secret, limiter_name: str) -> list[Any]:

@@ -19,6 +19,7 @@ from embedder.run import actors
 from embedder.run.driver import Driver, unwrap
 from embedder.run.execution import RunOutcome
 from embedder.run.limiter import Limits
+from embedder.run.metrics import JobMetrics
 from embedder.run.prepare import PreparedJob
 from embedder.run.progress import ProgressDisplay
 from embedder.sinks.base import CommitReceipt, WriteReceipt
@@ -62,7 +63,7 @@ class RayExecution:
         driver = Driver(workers=self.workers, sink=self.sink, limiter=self.limiter, ledger=self.job.ledger,
                         tracker=self.job.tracker, display=self.display,
                         max_in_flight=self.job.config.workers.effective_max_shards_in_flight,
-                        sink_count=len(self.job.sinks))
+                        sink_count=len(self.job.sinks), metrics=JobMetrics(self.job.config.job_name))
         try:
             return driver.run(todo)
         finally:

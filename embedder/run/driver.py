@@ -66,8 +66,9 @@ class Driver:
     """Runs the shards to embed through the worker actors and the sink actor, bounded by ``max_in_flight``."""
 
     def __init__(self, *, workers: list[Any], sink: Any, limiter: Any, ledger: Ledger, tracker: ProgressTracker,
-                 display: ProgressDisplay, max_in_flight: int, sink_count: int) -> None:
+                 display: ProgressDisplay, max_in_flight: int, sink_count: int, metrics: Any = None) -> None:
         self.workers, self.sink, self.limiter = workers, sink, limiter
+        self.metrics = metrics  # a run.metrics.JobMetrics, or None: the figures go to Ray's metrics too
         self.ledger, self.tracker, self.display = ledger, tracker, display
         self.max_in_flight = max_in_flight
         self.receipts: list[list[WriteReceipt]] = [[] for _ in range(sink_count)]
@@ -152,11 +153,14 @@ class Driver:
     def _refresh(self, *, force: bool = False) -> None:
         progress = self.tracker.progress
         progress.shards_in_flight = len(self._embedding) + len(self._writing)
+        snapshot = None
         with contextlib.suppress(Exception):  # a limiter restarting after a node loss: keep the last figures
             snapshot = ray.get(self.limiter.snapshot.remote(), timeout=5)
             progress.tokens_last_minute = snapshot["tokens_last_minute"]
             progress.rate_limited = snapshot["rate_limited"]
         self.display.update(force=force)
+        if self.metrics is not None:
+            self.metrics.report(self.tracker.snapshot(), snapshot, final=force)
 
     def _heartbeat(self, *, final: bool = False) -> None:
         self.ledger.write_heartbeat(Heartbeat(self.tracker.snapshot(), final=final))

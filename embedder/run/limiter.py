@@ -65,7 +65,10 @@ class RateWindow:
         self._done: deque[tuple[float, int]] = deque()  # (finished at, tokens) still inside the window
         self._done_tokens = 0
         self._ids = itertools.count(1)
-        self.totals = {"granted": 0, "rate_limited": 0, "tokens": 0, "requests_ok": 0, "leases_expired": 0}
+        self.totals = {"granted": 0, "rate_limited": 0, "tokens": 0, "requests_ok": 0, "failed": 0,
+                       "leases_expired": 0}
+        """Attempts by how they ended: ``requests_ok`` (billed ``tokens``), ``rate_limited`` (429) and ``failed``
+        (any other error, a timeout, or a permit given back unused)."""
         self._billed: deque[tuple[float, int]] = deque()  # (answer time, tokens): the achieved rate
 
     @property
@@ -147,7 +150,9 @@ class RateWindow:
             else:
                 self.fraction = max(self.min_fraction, self.fraction * self.decrease)
             return
-        if used_tokens is not None:
+        if used_tokens is None:
+            self.totals["failed"] += 1
+        else:
             self.totals["requests_ok"] += 1
             self.totals["tokens"] += used_tokens
             self._billed.append((now, used_tokens))

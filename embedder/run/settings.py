@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from embedder.config import JobConfig
+from embedder.config import EmbeddingConfig, JobConfig
 from embedder.errors import FatalError
 from embedder.jina.client import EmbedOptions
 from embedder.run.document_embedding import LateChunking
@@ -48,15 +48,24 @@ class WorkerSettings:
 
 def api_key_or_fail(config: JobConfig) -> Secret:
     """The Jina key from the environment, wrapped so that it never prints; ``FatalError`` naming the variables."""
-    key = config.api_key()
+    return embedding_key_or_fail(config.embedding)
+
+
+def embedding_key_or_fail(emb: EmbeddingConfig) -> Secret:
+    """The key ``[embedding]`` names, from this process's environment (see :func:`api_key_or_fail`)."""
+    key = emb.api_key()
     if not key:
-        names = " or ".join(f"${name}" for name in config.embedding.api_key_envs)
+        names = " or ".join(f"${name}" for name in emb.api_key_envs)
         raise FatalError(f"no Jina API key: set {names} (the key is read only from the environment)")
     return Secret(key)
 
 
 def embed_options(config: JobConfig) -> EmbedOptions:
-    emb = config.embedding
+    return embedding_options(config.embedding)
+
+
+def embedding_options(emb: EmbeddingConfig) -> EmbedOptions:
+    """The request fields of ``[embedding]``."""
     return EmbedOptions(model=emb.model, task=emb.task, dimensions=emb.dimensions, normalized=emb.normalized,
                         truncate=emb.truncate, late_chunking=emb.late_chunking, embedding_type=emb.embedding_type)
 

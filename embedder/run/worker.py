@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from embedder import storage
+from embedder.config import EmbeddingConfig
 from embedder.incremental.copies import Copies, copied_documents, shard_assignment
 from embedder.jina.client import JinaClient, RetryPolicy
 from embedder.jina.embedding import Embedder
@@ -22,7 +23,7 @@ from embedder.ledger import ShardStats
 from embedder.run.document_embedding import embed_documents
 from embedder.run.gate import RemoteGate
 from embedder.run.output import dead_letters, output_table
-from embedder.run.settings import WorkerSettings
+from embedder.run.settings import WorkerSettings, embedding_options
 from embedder.secrets import Secret
 from embedder.source.documents import Documents, build_documents, document_hash
 from embedder.source.reader import read_shard
@@ -52,13 +53,9 @@ class EmbedWorker:
     def _get_embedder(self) -> Embedder:
         # created on first use, inside the actor's event loop that will drive its connections
         if self._embedder is None:
-            emb = self.settings.config.embedding
-            client = JinaClient(self._api_key.reveal(), api_base=emb.api_base, timeout=emb.timeout_s,
-                                retry=RetryPolicy(max_attempts=emb.max_retries + 1),
-                                gate=RemoteGate(self._limiter, self.owner) if self._limiter is not None else None)
-            self._embedder = Embedder(client, self.settings.options, max_inputs=emb.batch_size or None,
-                                      max_tokens_per_request=emb.max_tokens_per_request or None,
-                                      concurrency=self.settings.request_concurrency)
+            gate = RemoteGate(self._limiter, self.owner) if self._limiter is not None else None
+            self._embedder = build_embedder(self.settings.config.embedding, self._api_key, gate,
+                                            self.settings.request_concurrency)
         return self._embedder
 
     async def embed_shard(self, shard: Shard) -> tuple[pa.Table, ShardOutcome]:
@@ -106,6 +103,15 @@ class EmbedWorker:
     async def shutdown(self) -> None:
         if self._embedder is not None:
             await self._embedder.client.aclose()
+
+
+def build_embedder(emb: EmbeddingConfig, api_key: Secret, gate: RemoteGate | None, concurrency: int) -> Embedder:
+    """The project's client and batching for ``[embedding]``: base64, retries, splitting, every attempt through
+    ``gate`` (the job's rate limiter). Call it inside the event loop that will drive its connections."""
+    client = JinaClient(api_key.reveal(), api_base=emb.api_base, timeout=emb.timeout_s,
+                        retry=RetryPolicy(max_attempts=emb.max_retries + 1), gate=gate)
+    return Embedder(client, embedding_options(emb), max_inputs=emb.batch_size or None,
+                    max_tokens_per_request=emb.max_tokens_per_request or None, concurrency=concurrency)
 
 
 def _with_copies(vectors: np.ndarray, documents: Documents, copies: Copies) -> np.ndarray:
