@@ -26,7 +26,15 @@ from typing import Any
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError, WorkerCrashedError
 
-from embedder.errors import EmbedderError, FatalError, InputError, PermanentError, SinkError
+from embedder.errors import (
+    EmbedderError,
+    EndpointError,
+    FatalError,
+    InputError,
+    PermanentError,
+    SinkError,
+    TooManyFailures,
+)
 from embedder.ledger import DoneMarker, Heartbeat, Ledger
 from embedder.run.execution import RunOutcome
 from embedder.run.progress import ProgressDisplay, ProgressTracker
@@ -66,10 +74,11 @@ class Driver:
     """Runs the shards to embed through the worker actors and the sink actor, bounded by ``max_in_flight``."""
 
     def __init__(self, *, workers: list[Any], sink: Any, limiter: Any, ledger: Ledger, tracker: ProgressTracker,
-                 display: ProgressDisplay, max_in_flight: int, sink_count: int) -> None:
+                 display: ProgressDisplay, max_in_flight: int, sink_count: int, budget: Any = None) -> None:
         self.workers, self.sink, self.limiter = workers, sink, limiter
         self.ledger, self.tracker, self.display = ledger, tracker, display
         self.max_in_flight = max_in_flight
+        self.budget = budget  # the dead-letter budget actor (embedder.run.budget), asked after each refresh
         self.receipts: list[list[WriteReceipt]] = [[] for _ in range(sink_count)]
         self._load = [0] * len(workers)
         self._avoid_until = [0.0] * len(workers)  # a worker found lost gets no shard until it is back
@@ -158,6 +167,15 @@ class Driver:
             progress.rate_limited = snapshot["rate_limited"]
         self.display.update(force=force)
 
+    def _check_budget(self) -> None:
+        if self.budget is None:
+            return
+        verdict = None
+        with contextlib.suppress(Exception):  # a budget actor restarting: ask again next time
+            verdict = ray.get(self.budget.verdict.remote(), timeout=5)
+        if verdict:
+            raise TooManyFailures(verdict)
+
     def _heartbeat(self, *, final: bool = False) -> None:
         self.ledger.write_heartbeat(Heartbeat(self.tracker.snapshot(), final=final))
 
@@ -169,8 +187,9 @@ class Driver:
             outcome = RunOutcome("completed")
         except KeyboardInterrupt:
             outcome = RunOutcome("interrupted", "interrupted (Ctrl-C): finished shards are kept", "KeyboardInterrupt")
-        except FatalError as exc:
-            outcome = RunOutcome("failed", f"the embeddings API refused the job: {exc}", type(exc).__name__)
+        except FatalError as exc:  # an EndpointError's message already says what answered, and what to check
+            prefix = "" if isinstance(exc, EndpointError) else "the embeddings API refused the job: "
+            outcome = RunOutcome("failed", f"{prefix}{exc}", type(exc).__name__)
         except EmbedderError as exc:
             outcome = RunOutcome("failed", str(exc), type(exc).__name__)
         self._refresh(force=True)
@@ -190,6 +209,7 @@ class Driver:
                 else:
                     self._on_written(ref)
             self._refresh()
+            self._check_budget()
             now = time.monotonic()
             if now - last_heartbeat >= HEARTBEAT_S:
                 last_heartbeat = now
