@@ -14,6 +14,9 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from embedder import storage
 
 SECRET_NAMES = frozenset({
@@ -45,6 +48,20 @@ def redact_secrets(text: str | None, secret_envs: Iterable[str] = DEFAULT_SECRET
     for secret in sorted(secret_values(secret_envs).values(), key=len, reverse=True):
         text = text.replace(secret, REDACTED)
     return text
+
+
+def redact_columns(table: pa.Table, columns: Iterable[str],
+                   secret_envs: Iterable[str] = DEFAULT_SECRET_ENVS) -> pa.Table:
+    """``table`` with the value of every guarded variable replaced by ``***`` in the string ``columns``."""
+    values = sorted(secret_values(secret_envs).values(), key=len, reverse=True)
+    for name in columns:
+        if not values or name not in table.column_names:
+            continue
+        column = table.column(name)
+        for secret in values:
+            column = pc.replace_substring(column, pattern=secret, replacement=REDACTED)
+        table = table.set_column(table.column_names.index(name), name, column)
+    return table
 
 
 def check_no_secrets(obj: Any, where: str, secret_envs: Iterable[str] = DEFAULT_SECRET_ENVS) -> None:
