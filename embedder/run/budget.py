@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+from embedder.errors import TooManyFailures
+
 EXAMPLES = 3
 """Example rows (``file:row``) the message gives."""
 MAX_REASON_CHARS = 300
@@ -62,3 +64,8 @@ class FailureBudget:
 
     def snapshot(self) -> dict:
         return {"ok": self.ok, "failed": self.failed, "reasons": dict(self.reasons.most_common(5))}
+
+
+def stop_error(verdict: str) -> TooManyFailures:
+    """The error that stops the job, from :meth:`FailureBudget.verdict`."""
+    return TooManyFailures(verdict)

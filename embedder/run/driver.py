@@ -11,6 +11,8 @@ What can fail, and what happens:
 - a fatal API error (bad key, no balance, invalid request fields) → the job stops at once, keeping every shard
   already marked done;
 - a transient error that outlived the client's retries → the shard is tried again, up to ``SHARD_ATTEMPTS``;
+- more than ``limits.max_failed_fraction`` of the rows dead-lettered (the budget actor, :mod:`.budget`) → the job
+  stops, keeping every shard already marked done;
 - Ctrl-C → stops handing out work, keeps everything finished, exits 130 with the ledger consistent.
 """
 
@@ -26,17 +28,11 @@ from typing import Any
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError, WorkerCrashedError
 
-from embedder.errors import (
-    EmbedderError,
-    EndpointError,
-    FatalError,
-    InputError,
-    PermanentError,
-    SinkError,
-    TooManyFailures,
-)
+from embedder.errors import EmbedderError, FatalError, InputError, PermanentError, SinkError
 from embedder.ledger import DoneMarker, Heartbeat, Ledger
+from embedder.run.budget import stop_error
 from embedder.run.execution import RunOutcome
+from embedder.run.exits import fatal_message
 from embedder.run.progress import ProgressDisplay, ProgressTracker
 from embedder.run.worker import ShardOutcome
 from embedder.sinks.base import WriteReceipt
@@ -174,7 +170,7 @@ class Driver:
         with contextlib.suppress(Exception):  # a budget actor restarting: ask again next time
             verdict = ray.get(self.budget.verdict.remote(), timeout=5)
         if verdict:
-            raise TooManyFailures(verdict)
+            raise stop_error(verdict)
 
     def _heartbeat(self, *, final: bool = False) -> None:
         self.ledger.write_heartbeat(Heartbeat(self.tracker.snapshot(), final=final))
@@ -187,9 +183,8 @@ class Driver:
             outcome = RunOutcome("completed")
         except KeyboardInterrupt:
             outcome = RunOutcome("interrupted", "interrupted (Ctrl-C): finished shards are kept", "KeyboardInterrupt")
-        except FatalError as exc:  # an EndpointError's message already says what answered, and what to check
-            prefix = "" if isinstance(exc, EndpointError) else "the embeddings API refused the job: "
-            outcome = RunOutcome("failed", f"{prefix}{exc}", type(exc).__name__)
+        except FatalError as exc:
+            outcome = RunOutcome("failed", fatal_message(exc), type(exc).__name__)
         except EmbedderError as exc:
             outcome = RunOutcome("failed", str(exc), type(exc).__name__)
         self._refresh(force=True)

@@ -16,6 +16,7 @@ import time
 from typing import TYPE_CHECKING, TextIO
 
 from embedder.config import JobConfig
+from embedder.errors import EndpointError, FatalError
 from embedder.ledger import Ledger, Progress, RunReport
 from embedder.run.execution import Execution, RunOutcome
 
@@ -23,6 +24,12 @@ if TYPE_CHECKING:  # prepare reports its own refusals through this module
     from embedder.run.prepare import PreparedJob
 
 log = logging.getLogger(__name__)
+
+
+def fatal_message(exc: FatalError) -> str:
+    """The run's error for a fatal API answer; an :class:`EndpointError` already says what answered and what to
+    check."""
+    return str(exc) if isinstance(exc, EndpointError) else f"the embeddings API refused the job: {exc}"
 
 
 def outcome_of(exc: BaseException) -> RunOutcome:
