@@ -5,12 +5,14 @@
     ├── InputError                  bad input data; names the file, column or row
     ├── LedgerError                 checkpoint refused (fingerprint mismatch, unreadable ledger)
     ├── SinkError                   a destination refused the data or its schema
+    ├── TooManyFailures             more than limits.max_failed_fraction of the rows were dead-lettered
     └── JinaError                   anything that went wrong talking to the embeddings API
         ├── TransientError          retried: 5xx, HTML bodies, timeouts, connection errors, malformed bodies
         │   └── RateLimited         429; carries the limit kind and Retry-After
         └── PermanentError          never retried as is
             ├── InputRejected       400 about the input (too long, too many inputs)
             ├── FatalError          stop the whole job: auth (401), balance (402/403), unknown model
+            │   └── EndpointError   not the embeddings API: 404/405, a 400 about the request, a 2xx of another shape
             └── ValidationError     422 / 400 about the request's fields: a configuration error
 
 Every ``JinaError`` carries the HTTP status, Jina's ``code`` and ``detail`` when there was a response. None of
@@ -38,6 +40,10 @@ class LedgerError(EmbedderError):
 
 class SinkError(EmbedderError):
     """A destination refused the data or its schema does not match the job."""
+
+
+class TooManyFailures(EmbedderError):
+    """More than ``limits.max_failed_fraction`` of the rows handled so far were dead-lettered: a systemic cause."""
 
 
 class JinaError(EmbedderError):
@@ -90,6 +96,12 @@ class InputRejected(PermanentError):
 
 class FatalError(PermanentError):
     """The whole job must stop: the key is missing or invalid, the balance is gone, the model does not exist."""
+
+
+class EndpointError(FatalError):
+    """What answered is not the embeddings API as configured: a 404 or 405 (``api_base`` without ``/v1``, a proxy),
+    a 400 about the request itself rather than one input, or a 2xx that is not an embeddings response. Never split,
+    retried or dead-lettered: the message names the URL, the status and what to check."""
 
 
 class ValidationError(PermanentError):

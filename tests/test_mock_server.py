@@ -406,10 +406,40 @@ def test_admin_endpoints(jina: MockJinaServer, http: httpx.Client) -> None:
     effective = jina.configure(rpm=10, latency_ms=0, faults="500,stall")
     assert effective["rpm"] == 10 and effective["faults"] == ["500", "stall"]
     assert "api_key" not in effective
-    # the path without /v1 is served too
-    response = http.post(f"{jina.root_url}/embeddings", json={"model": V3, "input": "x"},
-                         headers={"Authorization": "Bearer jina_abc"})
-    assert response.status_code == 200
+
+
+def test_only_the_api_route_is_served(jina: MockJinaServer, http: httpx.Client) -> None:
+    """Like api.jina.ai (FastAPI): only POST /v1/embeddings; a base URL without /v1 or with /v2 gets a JSON 404, a
+    GET a JSON 405. Those requests are counted apart from the embedding requests."""
+    headers = {"Authorization": "Bearer jina_abc"}
+    for path in ("/embeddings", "/v2/embeddings", "/v1/embeddings/", "/v1"):
+        response = http.post(f"{jina.root_url}{path}", json={"model": V3, "input": "x"}, headers=headers)
+        assert response.status_code == 404, path
+        assert response.json() == {"detail": "Not Found"}
+        assert response.headers["content-type"].startswith("application/json")
+    response = http.get(f"{jina.url}/embeddings", headers=headers)
+    assert response.status_code == 405 and response.json() == {"detail": "Method Not Allowed"}
+    assert "POST" in response.headers["Allow"]
+    stats = jina.stats()
+    assert stats["requests"] == 0 and stats["unrouted"] == 5
+    assert stats["unrouted_by_route"]["404 POST /v2/embeddings"] == 1
+    assert stats["unrouted_by_route"]["405 GET /v1/embeddings"] == 1
+    assert post(http, jina, {"model": V3, "input": "x"}).status_code == 200
+
+
+def test_reject_inputs_answers_400_about_the_input(jina: MockJinaServer, http: httpx.Client) -> None:
+    jina.configure(reject_inputs="^https?://")
+    bad = post(http, jina, {"model": V3, "input": ["fine", "http://example.com/a"]})
+    body = assert_error(bad, 400, "INPUT_VALIDATION_ERROR")
+    assert "input" in body["detail"].lower()
+    assert post(http, jina, {"model": V3, "input": ["fine", "also fine"]}).status_code == 200
+    post(http, jina, {"model": V3, "input": ["http://example.com/a"]})
+    assert jina.stats()["rejected_inputs"] == 1, "each rejected text counts once"
+    jina.configure(reject_inputs="^")
+    assert post(http, jina, {"model": V3, "input": ["fine"]}).status_code == 400
+    with pytest.raises(ValueError, match="not a regular expression"):
+        jina.configure(reject_inputs="(")
+    assert jina.configure(reject_inputs=None)["reject_inputs"] is None
 
 
 def test_banner_and_clean_stop() -> None:

@@ -73,3 +73,47 @@ def test_no_secret_anywhere(tmp_path: Path, jina, ray_tmp) -> None:
     logs = list(Path(ray_tmp).rglob("session_*/logs"))
     assert logs, f"no Ray session logs under {ray_tmp}: the search proved nothing"
     assert sum(1 for _ in logs[0].rglob("*") if _.is_file()) > 3
+
+
+# --- the ledger's guard, without a cluster --------------------------------------------------------------------
+
+def _job_with_custom_variables():
+    from embedder.config import parse_job
+
+    data = {"source": {"path": "corpus"}, "embedding": {"api_key_env": "TEAM_JINA_KEY"},
+            "sinks": [{"kind": "parquet", "path": "out"},
+                      {"kind": "milvus", "uri": "http://127.0.0.1:19530", "collection": "docs",
+                       "token_env": "TEAM_MILVUS_TOKEN"}]}
+    return parse_job(data, source_name="job.toml", environ={})
+
+
+@pytest.mark.parametrize("variable", ["JINA_API_KEY", "JINAAI_API_KEY", "TEAM_JINA_KEY", "MILVUS_TOKEN",
+                                      "TEAM_MILVUS_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"])
+def test_the_ledger_guards_every_variable_a_secret_comes_from(variable: str, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key's variables (the default ones and the one ``embedding.api_key_env`` names), the Milvus token's (the
+    default and ``token_env``) and AWS's secrets: refused in every record, redacted from a run report's error."""
+    import pyarrow.parquet as pq
+
+    from embedder.ledger import DoneMarker, Ledger, Progress, RunReport, ShardStats
+
+    value = "v4lue-" + secrets.token_hex(16)
+    monkeypatch.setenv(variable, value)
+    job = _job_with_custom_variables()
+    book = Ledger.open(str(tmp_path / "ledger"), job.fingerprint(), job.fingerprint_fields(),
+                       secret_envs=job.secret_envs)
+    with pytest.raises(ValueError, match=rf"\${variable}") as refused:
+        book.write_plan({"note": f"source s3://bucket/?secret={value}"}, ["s1"])
+    assert value not in str(refused.value)
+    with pytest.raises(ValueError, match=rf"\${variable}"):
+        book.mark_done(DoneMarker(ShardStats("s1"), file=f"s3://bucket/{value}/a.parquet"))
+    dead = pa.table({"id": ["7"], "_row": [7], "file": ["a.parquet"], "reason": [f"HTTP 400: key {value} refused"],
+                     "error_class": ["InputRejected"]})
+    book.mark_done(DoneMarker(ShardStats("s2"), file="a.parquet"), dead)
+    assert pq.read_table(tmp_path / "ledger" / "_failed" / "s2.parquet").column("reason").to_pylist() == [
+        "HTTP 400: key *** refused"]
+    book.write_report(RunReport(status="failed", progress=Progress(), error=f"HTTP 401 for key {value}",
+                                error_class="FatalError"))
+    written = (tmp_path / "ledger" / "run_report.json").read_text()
+    assert value not in written and "HTTP 401 for key ***" in written
+    assert grep_tree(tmp_path, [value]) == []

@@ -201,6 +201,10 @@ class LimitsConfig:
     """Requests in flight at once across all workers."""
     price_per_million_tokens: float = checked(0.05, ge=0)
     """USD per million tokens, for cost estimates and reports only."""
+    max_failed_fraction: float = checked(0.1, ge=0, le=1)
+    """Stop the job when more than this fraction of the rows handled so far was dead-lettered (1: never stop)."""
+    failed_fraction_min_rows: int = checked(200, ge=0)
+    """Rows handled before ``max_failed_fraction`` applies: a few bad rows at the start are not a trend."""
 
 
 @dataclass(frozen=True, kw_only=True)

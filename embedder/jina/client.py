@@ -29,11 +29,13 @@ from embedder.errors import (
     FatalError,
     InputRejected,
     JinaError,
+    PermanentError,
     RateLimited,
     ResponseMismatch,
     TransientError,
     ValidationError,
 )
+from embedder.jina import endpoint
 from embedder.jina.models import API_KEY_ENVS, DEFAULT_API_BASE, ModelSpec, model_spec
 
 log = logging.getLogger(__name__)
@@ -105,13 +107,15 @@ class EmbeddingResponse:
 class RequestGate(Protocol):
     """Asked for a permit before every attempt and told its outcome after: the job's rate limiter implements this.
 
-    ``release`` gets the tokens billed (``None`` when the attempt failed) and, for a 429, its Retry-After and kind.
+    ``release`` gets the tokens billed (``None`` when the attempt failed) and, for a 429, its Retry-After and kind;
+    ``verdict`` is ``"answered"`` when the API refused an input (so the endpoint is right) and ``"stop"`` when the
+    answer stops the job (a wrong endpoint, a bad key: see :func:`verdict_of`).
     """
 
     async def acquire(self, estimated_tokens: int) -> Any: ...
 
     async def release(self, permit: Any, used_tokens: int | None, rate_limited_after: float | None = None,
-                      rate_limited_kind: str | None = None) -> None: ...
+                      rate_limited_kind: str | None = None, verdict: str | None = None) -> None: ...
 
 
 def resolve_api_key(api_key: str | None = None, environ: Mapping[str, str] | None = None) -> str | None:
@@ -178,7 +182,7 @@ class JinaClient:
                 limited = exc if isinstance(exc, RateLimited) else None
                 if self.gate is not None:
                     await self.gate.release(permit, None, limited.retry_after if limited else None,
-                                            limited.kind if limited else None)
+                                            limited.kind if limited else None, verdict_of(exc))
                 if not exc.retryable or attempt >= self.retry.max_attempts:
                     raise
                 rate_limited += limited is not None
@@ -216,9 +220,19 @@ class JinaClient:
             raise TransientError(f"connection error: {type(exc).__name__}: {exc}") from None
         log.debug("POST %s model=%s inputs=%d status=%d in %.3fs", self.url, options.model, len(inputs),
                   http_response.status_code, time.perf_counter() - started)
-        if http_response.status_code != 200:
-            raise error_from_response(http_response.status_code, http_response.headers, content)
-        return decode_response(content, len(inputs), options)
+        status = http_response.status_code
+        if not 200 <= status < 300:
+            raise error_from_response(status, http_response.headers, content, url=self.url)
+        return decode_response(content, len(inputs), options, url=self.url, status=status)
+
+
+def verdict_of(error: JinaError) -> str | None:
+    """What a failed attempt tells the request gate: the API answered about an input, or the job must stop."""
+    if isinstance(error, InputRejected):
+        return "answered"
+    if isinstance(error, PermanentError):
+        return "stop"
+    return None
 
 
 def encode_body(body: dict[str, Any]) -> bytes:
@@ -232,6 +246,12 @@ def encode_body(body: dict[str, Any]) -> bytes:
 
 
 def _json_or_none(content: bytes) -> dict | None:
+    data = _parse_json(content)
+    return data if isinstance(data, dict) else None
+
+
+def _parse_json(content: bytes) -> object:
+    """The parsed body, or ``None`` when it is not JSON."""
     data: object = None
     if orjson is not None:
         try:
@@ -243,7 +263,7 @@ def _json_or_none(content: bytes) -> dict | None:
             data = json.loads(content)
         except ValueError:
             return None
-    return data if isinstance(data, dict) else None
+    return data
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -256,16 +276,23 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         return None  # an HTTP date: rare; fall back to backoff
 
 
-def error_from_response(status: int, headers: Mapping[str, str], content: bytes) -> JinaError:
-    """Map a non-200 answer to the error tree, keeping Jina's ``detail`` and ``code``."""
+def error_from_response(status: int, headers: Mapping[str, str], content: bytes, *, url: str = "") -> JinaError:
+    """Map a non-2xx answer to the error tree, keeping Jina's ``detail`` and ``code``. Only a 400 that names an
+    input (and a 413) is :class:`InputRejected`; an answer that is not from the API is an :class:`EndpointError`."""
     data = _json_or_none(content)
     if data is None:
         snippet = content[:120].decode("utf-8", "replace").replace("\n", " ")
         kind = "HTML page" if b"<html" in content[:500].lower() else "non-JSON body"
-        cls: type[JinaError] = TransientError if status >= 500 or status == 429 else InputRejected
+        what = f"a {kind}: {snippet!r}"
+        if (wrong := endpoint.status_error(status, url, what)) is not None:
+            return wrong
         if status in (401, 402, 403):
-            cls = FatalError
-        return cls(f"HTTP {status} with a {kind}: {snippet!r}", status=status)
+            return FatalError(f"HTTP {status} with {what}", status=status)
+        if status >= 500 or status in (408, 429):
+            return TransientError(f"HTTP {status} with {what}", status=status)
+        if status == 413:
+            return InputRejected(f"HTTP {status} with {what}", status=status)
+        return endpoint.request_error(status, url, "", None, None)
     detail = str(data.get("detail", ""))
     code = data.get("code")
     if data.get("errors"):
@@ -274,6 +301,8 @@ def error_from_response(status: int, headers: Mapping[str, str], content: bytes)
     code = str(code) if code is not None else None
     request_id = str(data["request_id"]) if data.get("request_id") is not None else None
     message = f"HTTP {status}{f' {code}' if code else ''}: {detail}"
+    if (wrong := endpoint.status_error(status, url, detail or "no detail")) is not None:
+        return wrong
     if status == 429:
         kind = (code or "RATE_LIMIT_EXCEEDED").removeprefix("RATE_").removesuffix("_LIMIT_EXCEEDED").lower()
         return RateLimited(message, kind=kind, retry_after=_retry_after(headers), status=status, code=code,
@@ -285,12 +314,19 @@ def error_from_response(status: int, headers: Mapping[str, str], content: bytes)
         kind_of = ValidationError
     elif status >= 500 or status == 408:
         kind_of = TransientError
+    elif status != 413 and not (detail and endpoint.is_about_inputs(detail)):
+        return endpoint.request_error(status, url, detail, code, request_id)
     return kind_of(message, status=status, code=code, detail=detail, request_id=request_id)
 
 
-def decode_response(content: bytes, expected: int, options: EmbedOptions) -> EmbeddingResponse:
-    """Decode a 200 body into an (n, dim) float32 array ordered by ``index``; anything inconsistent raises."""
-    data = _json_or_none(content)
+def decode_response(content: bytes, expected: int, options: EmbedOptions, *, url: str = "",
+                    status: int = 200) -> EmbeddingResponse:
+    """Decode a 2xx body into an (n, dim) float32 array ordered by ``index``; anything inconsistent raises:
+    :class:`EndpointError` when it is no embeddings response at all, else :class:`ResponseMismatch`."""
+    parsed = _parse_json(content)
+    if (wrong := endpoint.not_embeddings(status, url, content, parsed)) is not None:
+        raise wrong
+    data = parsed if isinstance(parsed, dict) else None
     if data is None or not isinstance(data.get("data"), list):
         raise ResponseMismatch(f"malformed response body ({len(content)} bytes, not the embeddings JSON)")
     items = data["data"]

@@ -8,7 +8,7 @@ fields) and transient errors that outlived their retries are raised.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +29,11 @@ class RowFailure:
     index: int
     reason: str
     error_class: str
+
+
+Observer = Callable[[int, Sequence[RowFailure]], None]
+"""Told each outcome as it comes: ``(inputs embedded, failures)`` — after each request, and for the inputs refused
+before any request. The job's dead-letter budget listens (``embedder.run.budget``)."""
 
 
 @dataclass
@@ -87,14 +92,14 @@ class Embedder:
                     f"(truncate is off)")
         return None
 
-    async def embed(self, texts: Sequence[str | None], groups: Sequence[tuple[int, int]] | None = None
-                    ) -> EmbedResult:
+    async def embed(self, texts: Sequence[str | None], groups: Sequence[tuple[int, int]] | None = None,
+                    observe: Observer | None = None) -> EmbedResult:
         """Vectors of ``texts`` in order, and a failure for each text not embedded.
 
         Without ``groups`` the texts are packed into as few requests as the limits allow, and a request the API
         rejects is split until the offending input is alone. With ``groups`` (late chunking: a window of one
         document's chunks) each ``(start, end)`` range is exactly one request, never packed with another and never
-        split: a range with an input that cannot be sent fails whole.
+        split: a range with an input that cannot be sent fails whole. ``observe`` is told every outcome as it comes.
         """
         n = len(texts)
         result = EmbedResult(vectors=np.zeros((n, self.dimensions), dtype=np.float32), ok=np.zeros(n, bool))
@@ -115,26 +120,29 @@ class Embedder:
                     continue
                 result.failures.extend(RowFailure(i, f"a chunk of its request cannot be sent: {reasons[bad]}",
                                                   _local_class(reasons[bad])) for i in range(start, end))
-        await self._send(texts, batches, result, splittable=groups is None)
+        if observe is not None and result.failures:
+            observe(0, list(result.failures))
+        await self._send(texts, batches, result, splittable=groups is None, observe=observe)
         result.failures.sort(key=lambda failure: failure.index)
         return result
 
     async def _send(self, texts: Sequence[str | None], batches: list[list[int]], result: EmbedResult, *,
-                    splittable: bool) -> None:
+                    splittable: bool, observe: Observer | None = None) -> None:
         if not batches:
             return
         semaphore = asyncio.Semaphore(self.concurrency)
         try:
             async with asyncio.TaskGroup() as group:
                 for indices in batches:
-                    group.create_task(self._run(texts, indices, result, semaphore, splittable=splittable))
+                    group.create_task(self._run(texts, indices, result, semaphore, splittable=splittable,
+                                                observe=observe))
         except BaseExceptionGroup as errors:
             # the error itself, not "unhandled errors in a TaskGroup": the driver decides by its type whether
             # the job stops (a revoked key) or the shard is tried again
             raise _most_severe(errors) from None
 
     async def _run(self, texts: Sequence[str | None], indices: list[int], result: EmbedResult,
-                   semaphore: asyncio.Semaphore, *, splittable: bool) -> None:
+                   semaphore: asyncio.Semaphore, *, splittable: bool, observe: Observer | None = None) -> None:
         inputs = [str(texts[i]) for i in indices]  # only valid (string) texts are sent
         lengths = np.array([len(text) for text in inputs])
         chars = int(lengths.sum())
@@ -144,14 +152,17 @@ class Embedder:
                 response = await self.client.embed(inputs, self.options, estimated)
         except InputRejected as exc:
             if len(indices) == 1 or not splittable:
-                for index in indices:
-                    result.failures.append(RowFailure(index, exc.detail or str(exc), type(exc).__name__))
+                failures = [RowFailure(index, exc.detail or str(exc), type(exc).__name__) for index in indices]
+                result.failures.extend(failures)
+                if observe is not None:
+                    observe(0, failures)
                 return
             # One bad input (or too many) rejects the whole request: split it and send each half again.
             result.splits += 1
             middle = len(indices) // 2
-            await asyncio.gather(self._run(texts, indices[:middle], result, semaphore, splittable=True),
-                                 self._run(texts, indices[middle:], result, semaphore, splittable=True))
+            await asyncio.gather(
+                self._run(texts, indices[:middle], result, semaphore, splittable=True, observe=observe),
+                self._run(texts, indices[middle:], result, semaphore, splittable=True, observe=observe))
             return
         if response.vectors.shape[1] != result.vectors.shape[1]:
             if result.ok.any():
@@ -166,6 +177,8 @@ class Embedder:
         result.attempts += response.attempts
         result.rate_limited += response.rate_limited
         self.estimator.observe(chars, len(inputs), response.total_tokens)
+        if observe is not None:
+            observe(len(indices), ())
 
 
 def _local_class(reason: str) -> str:

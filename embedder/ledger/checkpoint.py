@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from embedder import storage
 from embedder.errors import LedgerError
-from embedder.ledger.guard import DEFAULT_SECRET_ENVS, check_no_secrets
+from embedder.ledger.guard import DEFAULT_SECRET_ENVS, check_no_secrets, redact_columns, redact_secrets
 from embedder.ledger.records import DEAD_LETTER_SCHEMA, DoneMarker, Heartbeat, RunReport
 
 FINGERPRINT_FILE = "fingerprint.json"
@@ -169,7 +169,8 @@ class Ledger:
         data["failed"] = marker.stats.failed
         if marker.stats.failed:
             buf = pa.BufferOutputStream()
-            pq.write_table(_conform(shard_id, dead_letters), buf, compression="zstd")
+            rows = redact_columns(_conform(shard_id, dead_letters), ("reason",), self.secret_envs)  # the API's text
+            pq.write_table(rows, buf, compression="zstd")
             storage.write_atomic(self.filesystem, failed_path, buf.getvalue())
         else:
             storage.delete_files(self.filesystem, [failed_path])
@@ -258,6 +259,7 @@ class Ledger:
     def write_report(self, report: RunReport) -> None:
         """Save the run report (``finished_at`` is filled in when empty)."""
         report.finished_at = report.finished_at or storage.now_iso()
+        report.error = redact_secrets(report.error, self.secret_envs)  # an error's text may quote anything
         data = report.to_dict()
         self._guard(data, REPORT_FILE)
         storage.write_json_atomic(self.filesystem, self._path(REPORT_FILE), data)

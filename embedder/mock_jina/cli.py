@@ -57,6 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"known: {','.join(FAULT_KINDS)}")
     timing.add_argument("--stall-seconds", type=float, default=30.0, help="how long a 'stall' fault waits")
     timing.add_argument("--seed", type=int, default=0, help="seed of fault draws and shuffling")
+    timing.add_argument("--reject-inputs", default=None, metavar="REGEX",
+                        help="answer 400 to a request with an input matching REGEX ('^': every input)")
     parser.add_argument("--api-key", default=None,
                         help=f"accept only this key (better: set {API_KEY_ENV}, which stays out of `ps`)")
     parser.add_argument("--shuffle", action="store_true", help="return data in shuffled order")
@@ -73,7 +75,7 @@ def settings_from_args(args: argparse.Namespace) -> MockSettings:
                         tpm=args.tpm, max_concurrency=args.max_concurrency, latency_ms=args.latency_ms,
                         latency_ms_per_1k_tokens=args.latency_ms_per_1k_tokens, fail_rate=args.fail_rate,
                         faults=args.faults, stall_seconds=args.stall_seconds, balance_tokens=args.balance_tokens,
-                        shuffle=args.shuffle, retry_after=args.retry_after)
+                        shuffle=args.shuffle, retry_after=args.retry_after, reject_inputs=args.reject_inputs)
 
 
 async def serve(settings: MockSettings) -> None:

@@ -65,6 +65,16 @@ def _immediate_fault(kind: str, req: EmbedRequest, rid: str, retry_after: bool) 
     return ApiError(status, code, detail, headers=headers).response(rid)
 
 
+def _reject_inputs(req: EmbedRequest, state: MockState, pattern: str) -> None:
+    """``reject_inputs``: a 400 about the first matching input, as the API refuses an input it cannot take."""
+    rx = re.compile(pattern)
+    bad = [text for text in req.texts if rx.search(text)]
+    if bad:
+        state.count_rejected(bad)
+        raise ApiError(400, "INPUT_VALIDATION_ERROR",
+                       "Input text rejected by the local server: it matches the reject_inputs pattern")
+
+
 def _rate_headers(state: MockState) -> dict[str, str]:
     s = state.settings
     requests, tokens = state.limiter.remaining(s.rpm, s.tpm)
@@ -108,6 +118,8 @@ async def _serve(request: web.Request, state: MockState, note: dict[str, Any]) -
     _authorize(request.headers.get("Authorization"), settings)
     req = parse_request(await request.read())
     note.update(model=req.spec.name, inputs=len(req.texts), tokens=req.total_tokens)
+    if settings.reject_inputs is not None:
+        _reject_inputs(req, state, settings.reject_inputs)
     if settings.balance_tokens is not None and state.stats.tokens >= settings.balance_tokens:
         raise ApiError(403, "AUTHZ_INSUFFICIENT_BALANCE", "Insufficient balance: top up the key")
     fault = state.picker.next(settings.fail_rate, settings.faults)
@@ -177,6 +189,23 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
 
 
 @web.middleware
+async def unknown_routes(request: web.Request, handler: Any) -> web.StreamResponse:
+    """FastAPI's answers for what the real API does not serve: 404 ``{"detail": "Not Found"}`` for an unknown path,
+    405 ``{"detail": "Method Not Allowed"}`` (with ``Allow``) for a wrong method. Counted, so a test can tell how
+    many requests a client sent to the wrong place."""
+    try:
+        return await handler(request)
+    except web.HTTPMethodNotAllowed as exc:
+        response = json_response({"detail": "Method Not Allowed"}, 405,
+                                 {"Allow": ", ".join(sorted(exc.allowed_methods))})
+    except web.HTTPNotFound:
+        response = json_response({"detail": "Not Found"}, 404)
+    request.app[STATE_KEY].count_unrouted(request.method, request.path, response.status)
+    log.debug("%s %s status=%d (not a route of the API)", request.method, request.path, response.status)
+    return response
+
+
+@web.middleware
 async def loopback_only(request: web.Request, handler: Any) -> web.StreamResponse:
     """Admin and stats endpoints change or reveal the server's state: answer them on loopback only."""
     if request.path.startswith(("/admin", "/stats")) and request.remote not in LOOPBACK:
@@ -231,10 +260,10 @@ async def health(request: web.Request) -> web.Response:
 
 
 def build_app(settings: MockSettings) -> web.Application:
-    app = web.Application(middlewares=[loopback_only], client_max_size=256 * 1024 * 1024)
+    app = web.Application(middlewares=[unknown_routes, loopback_only], client_max_size=256 * 1024 * 1024)
     app[STATE_KEY] = MockState(settings)
+    # the API's one route, as at api.jina.ai: a client whose base URL lacks /v1 must see the 404 here too
     app.router.add_post("/v1/embeddings", embeddings)
-    app.router.add_post("/embeddings", embeddings)
     app.router.add_get("/stats", stats)
     app.router.add_post("/admin/reset", reset)
     app.router.add_get("/admin/config", get_config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,9 @@ class MockSettings:
     """Return ``data`` in a shuffled order, so clients must sort by ``index``."""
     retry_after: bool = True
     """Send ``Retry-After`` with 429s."""
+    reject_inputs: str | None = None
+    """A regular expression: a request with an input it matches (``re.search``) gets a 400 about that input, as
+    the API answers an input it cannot take. ``"^"`` rejects every input: a poisoned corpus."""
 
     def public(self) -> dict[str, Any]:
         """The settings as JSON, without the key (only whether one is required)."""
@@ -94,6 +98,18 @@ def _boolean(value: Any) -> bool:
     return value
 
 
+def _optional_pattern(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"expected a regular expression or null, got {value!r}")
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a regular expression: {exc}") from None
+    return value
+
+
 RUNTIME_FIELDS = {
     "rpm": _non_negative_int,
     "tpm": _non_negative_int,
@@ -107,5 +123,6 @@ RUNTIME_FIELDS = {
     "revoked": _boolean,
     "shuffle": _boolean,
     "retry_after": _boolean,
+    "reject_inputs": _optional_pattern,
 }
 """Settings ``POST /admin/config`` may change, with their validating converters."""

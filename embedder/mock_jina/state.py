@@ -34,6 +34,15 @@ class Stats:
     by_status: Counter[str] = field(default_factory=Counter)
     rate_limited_by_code: Counter[str] = field(default_factory=Counter)
     faults_by_kind: Counter[str] = field(default_factory=Counter)
+    rejected_inputs: int = 0
+    """Distinct inputs answered 400 by ``reject_inputs`` (each text counts once, however often it is sent)."""
+    unrouted: int = 0
+    """Requests to a path or with a method the API does not serve (answered 404 / 405); not in ``requests``."""
+    unrouted_by_route: Counter[str] = field(default_factory=Counter)
+    """``"<status> <METHOD> <path>"`` -> count, for the first :data:`MAX_UNROUTED_KEYS` distinct ones."""
+
+
+MAX_UNROUTED_KEYS = 50
 
 
 class MockState:
@@ -45,13 +54,29 @@ class MockState:
         self.picker = FaultPicker(settings.seed)
         self.shuffle_rng = random.Random(settings.seed)
         self.stats = Stats()
+        self._rejected: set[int] = set()  # hashes of the texts reject_inputs refused, for rejected_inputs
 
     def reset(self) -> None:
         """Zero the counters and the windows, empty the fault queue, restart the seeded draws."""
         self.stats = Stats()
+        self._rejected = set()
         self.limiter.reset()
         self.picker.reset()
         self.shuffle_rng = random.Random(self.settings.seed)
+
+    def count_rejected(self, texts: list[str]) -> None:
+        for text in texts:
+            key = hash(text)
+            if key not in self._rejected:
+                self._rejected.add(key)
+                self.stats.rejected_inputs += 1
+
+    def count_unrouted(self, method: str, path: str, status: int) -> None:
+        stats = self.stats
+        stats.unrouted += 1
+        key = f"{status} {method} {path[:200]}"
+        if key in stats.unrouted_by_route or len(stats.unrouted_by_route) < MAX_UNROUTED_KEYS:
+            stats.unrouted_by_route[key] += 1
 
     def snapshot(self) -> dict[str, Any]:
         s = self.stats
@@ -70,4 +95,7 @@ class MockState:
             "max_concurrent_seen": self.limiter.max_active_seen,
             "in_flight": self.limiter.active,
             "queued_faults": self.picker.queued,
+            "rejected_inputs": s.rejected_inputs,
+            "unrouted": s.unrouted,
+            "unrouted_by_route": dict(s.unrouted_by_route),
         }

@@ -28,7 +28,8 @@ import httpx
 from embedder.mock_jina.settings import API_KEY_ENV
 
 OPTIONS = frozenset({"rpm", "tpm", "max_concurrency", "latency_ms", "latency_ms_per_1k_tokens", "fail_rate",
-                     "faults", "stall_seconds", "seed", "balance_tokens", "shuffle", "retry_after"})
+                     "faults", "stall_seconds", "seed", "balance_tokens", "shuffle", "retry_after",
+                     "reject_inputs"})
 _BANNER_RE = re.compile(r"listening on (http://\S+)")
 
 
@@ -52,8 +53,9 @@ class MockJinaServer:
 
     Keyword options are the server's settings (``rpm``, ``tpm``, ``max_concurrency``, ``latency_ms``,
     ``latency_ms_per_1k_tokens``, ``fail_rate``, ``faults``, ``stall_seconds``, ``seed``, ``balance_tokens``,
-    ``shuffle``, ``retry_after``). ``api_key`` makes it accept only that key (passed through the environment,
-    not the command line); ``debug`` turns on its per-request DEBUG log lines, readable with :meth:`logs`.
+    ``shuffle``, ``retry_after``, ``reject_inputs``). ``api_key`` makes it accept only that key (passed through
+    the environment, not the command line); ``debug`` turns on its per-request DEBUG log lines, readable with
+    :meth:`logs`.
     """
 
     def __init__(self, *, api_key: str | None = None, host: str = "127.0.0.1", port: int = 0,

@@ -16,6 +16,7 @@ import ray
 
 from embedder.errors import ConfigError
 from embedder.jina.embedding import Embedder
+from embedder.run.budget import FailureBudget
 from embedder.run.limiter import Limits, SharedLimiter
 from embedder.run.worker import EmbedWorker, ShardOutcome, WorkerSettings
 from embedder.secrets import Secret
@@ -61,9 +62,10 @@ class RayEmbedWorker(EmbedWorker):
     (an actor handle among the constructor arguments would live in the object store and could be lost)."""
 
     def __init__(self, settings: WorkerSettings, api_key: Secret, limiter_name: str,
-                 name: str | None = None) -> None:
+                 name: str | None = None, budget_name: str | None = None) -> None:
         super().__init__(settings, api_key, None)
         self._limiter_name = limiter_name
+        self._budget_name = budget_name
         # __init__ runs again when Ray restarts the actor: each incarnation holds its permits under its own owner
         self.owner = f"{name}/{uuid.uuid4().hex[:12]}" if name else None
         self._registered: asyncio.Future | None = None
@@ -77,6 +79,12 @@ class RayEmbedWorker(EmbedWorker):
         if self._limiter is None:
             self._limiter = ray.get_actor(self._limiter_name)
         return super()._get_embedder()
+
+    def _get_budget(self) -> Any | None:
+        if self._budget is None and self._budget_name is not None:
+            with contextlib.suppress(Exception):  # without it the job still runs, only without the budget
+                self._budget = ray.get_actor(self._budget_name)
+        return self._budget
 
     async def embed_shard(self, shard: Shard) -> tuple[pa.Table, ShardOutcome]:
         # Before this incarnation asks for any permit, the limiter learns it is the live one, and takes back what
@@ -97,12 +105,12 @@ LimiterActor = SharedLimiter
 """What the limiter actor runs (the permits' bookkeeping is plain Python, tested without Ray)."""
 
 
-def limiter_actor(limits: Limits, name: str, lease_s: float | None = None) -> Any:
+def limiter_actor(limits: Limits, name: str, lease_s: float | None = None, canary: bool = True) -> Any:
     # many concurrent acquire() calls wait inside the actor's event loop; none blocks another.
     # Restarted when its node is lost (it holds no state worth keeping: a fresh window, no permits; the workers
     # find it again by name), and calls made meanwhile wait for the restart instead of failing the shard.
     return ray.remote(LimiterActor).options(num_cpus=0, max_concurrency=10_000, max_restarts=-1,
-                                            max_task_retries=-1, name=name).remote(limits, lease_s)
+                                            max_task_retries=-1, name=name).remote(limits, lease_s, canary)
 
 
 def named_limiter(name: str, limits: Limits, lease_s: float, namespace: str = "embedder") -> Any:
@@ -120,9 +128,16 @@ def named_limiter(name: str, limits: Limits, lease_s: float, namespace: str = "e
     return handle
 
 
-def worker_actors(count: int, cpus: float, settings: WorkerSettings, api_key: Secret, limiter_name: str) -> list[Any]:
+def worker_actors(count: int, cpus: float, settings: WorkerSettings, api_key: Secret, limiter_name: str,
+                  budget_name: str | None = None) -> list[Any]:
     cls = ray.remote(RayEmbedWorker).options(num_cpus=cpus, max_concurrency=64, max_restarts=-1)
-    return [cls.remote(settings, api_key, limiter_name, name=f"worker-{number}") for number in range(count)]
+    return [cls.remote(settings, api_key, limiter_name, name=f"worker-{number}", budget_name=budget_name)
+            for number in range(count)]
+
+
+def budget_actor(max_fraction: float, min_rows: int, name: str) -> Any:
+    # found by name, like the limiter, so a restarted worker finds it again; its counts are bookkeeping only
+    return ray.remote(FailureBudget).options(num_cpus=0, max_restarts=-1, name=name).remote(max_fraction, min_rows)
 
 
 def sink_actor(sinks: Sequence[Sink], info: SinkStartInfo) -> Any:

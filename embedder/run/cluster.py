@@ -48,8 +48,10 @@ class RayExecution:
         lease_s = 2 * config.embedding.timeout_s + 60
         self.limiter = actors.limiter_actor(Limits(rpm=limits.rpm, tpm=limits.tpm,
                                                    max_concurrency=limits.max_concurrency), self.limiter_name, lease_s)
+        budget_name = f"embedder-budget-{self.limiter_name.rsplit('-', 1)[1]}"
+        self.budget = actors.budget_actor(limits.max_failed_fraction, limits.failed_fraction_min_rows, budget_name)
         self.workers = actors.worker_actors(config.workers.count, config.workers.cpus_per_worker,
-                                            job.worker_settings, job.key, self.limiter_name)
+                                            job.worker_settings, job.key, self.limiter_name, budget_name)
         self.sink = actors.sink_actor(job.sinks, job.sink_info)
         self.job = job
         self.display = ProgressDisplay(job.tracker, stream=out, interval_s=config.progress.interval_s)
@@ -63,7 +65,8 @@ class RayExecution:
         driver = Driver(workers=self.workers, sink=self.sink, limiter=self.limiter, ledger=self.job.ledger,
                         tracker=self.job.tracker, display=self.display,
                         max_in_flight=self.job.config.workers.effective_max_shards_in_flight,
-                        sink_count=len(self.job.sinks), metrics=JobMetrics(self.job.config.job_name))
+                        sink_count=len(self.job.sinks), metrics=JobMetrics(self.job.config.job_name),
+                        budget=self.budget)
         try:
             return driver.run(todo)
         finally:
@@ -81,7 +84,8 @@ class RayExecution:
             ray.get(self.sink.abort.remote(), timeout=60)
 
     def close(self) -> None:
-        for handle in [*getattr(self, "workers", []), getattr(self, "sink", None), self.limiter]:
+        for handle in [*getattr(self, "workers", []), getattr(self, "sink", None), self.limiter,
+                       getattr(self, "budget", None)]:
             if handle is not None:
                 with contextlib.suppress(Exception):
                     ray.kill(handle, no_restart=True)

@@ -11,13 +11,17 @@ dead letters once, with the first reason.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from embedder.jina.embedding import Embedder, EmbedResult
+from embedder.jina.embedding import Embedder, EmbedResult, Observer, RowFailure
 from embedder.jina.windows import plan_document
 from embedder.source.documents import Documents
+
+DocumentObserver = Callable[[int, list[tuple[int, str]]], None]
+"""Told each outcome as it comes: ``(chunks embedded, [(document index, reason), ...] dead-lettered)``."""
 
 
 @dataclass(frozen=True)
@@ -45,10 +49,12 @@ class DocumentVectors:
 
 
 async def embed_documents(embedder: Embedder, documents: Documents, skip: np.ndarray,
-                          late: LateChunking | None) -> DocumentVectors:
+                          late: LateChunking | None, observe: DocumentObserver | None = None) -> DocumentVectors:
     """Vectors for the chunks of every document not refused already and not in ``skip`` (a boolean per document:
-    an incremental run's unchanged documents, whose vectors are copied)."""
+    an incremental run's unchanged documents, whose vectors are copied). ``observe`` hears of each outcome."""
     failures = {f.document: (f.reason, f.error_class) for f in documents.failures}
+    if observe is not None and failures:
+        observe(0, [(document, reason) for document, (reason, _) in failures.items()])
     ranges = documents.ranges()
     send = [d for d in range(documents.count) if d not in failures and not skip[d]]
     chunks = np.zeros((len(documents.texts), embedder.dimensions), dtype=np.float32)
@@ -56,10 +62,11 @@ async def embed_documents(embedder: Embedder, documents: Documents, skip: np.nda
     result = None
     if send:
         if late is None:
-            result = await _independent(embedder, documents, ranges, send)
             owners = [i for d in send for i in range(*ranges[d])]
+            result = await embedder.embed([documents.texts[i] for i in owners],
+                                          observe=_by_document(observe, documents, owners))
         else:
-            result, owners = await _late(embedder, documents, ranges, send, late)
+            result, owners = await _late(embedder, documents, ranges, send, late, observe)
         if result.vectors.shape[1] != chunks.shape[1]:  # a model not in the registry: its answer tells the size
             chunks = np.zeros((len(documents.texts), result.vectors.shape[1]), dtype=np.float32)
         chunks[owners] = result.vectors
@@ -71,14 +78,20 @@ async def embed_documents(embedder: Embedder, documents: Documents, skip: np.nda
     return DocumentVectors(chunks, written, failures, result)
 
 
-async def _independent(embedder: Embedder, documents: Documents, ranges: list[tuple[int, int]],
-                       send: list[int]) -> EmbedResult:
-    texts = [documents.texts[i] for d in send for i in range(*ranges[d])]
-    return await embedder.embed(texts)
+def _by_document(observe: DocumentObserver | None, documents: Documents,
+                 chunks: Sequence[int]) -> Observer | None:
+    """The embedder's observer for texts that are ``chunks`` (global chunk indices), told per document."""
+    if observe is None:
+        return None
+    chunk_doc = documents.chunk_doc
+
+    def seen(ok: int, failures: Sequence[RowFailure]) -> None:
+        observe(ok, [(int(chunk_doc[chunks[f.index]]), f.reason) for f in failures])
+    return seen
 
 
 async def _late(embedder: Embedder, documents: Documents, ranges: list[tuple[int, int]], send: list[int],
-                late: LateChunking) -> tuple[EmbedResult, list[int]]:
+                late: LateChunking, observe: DocumentObserver | None) -> tuple[EmbedResult, list[int]]:
     """One request per window of one document; the result per chunk (``owners``: the chunks, in order)."""
     order: list[int] = []  # the chunk (global index) at each position of the flattened requests
     groups: list[tuple[int, int]] = []
@@ -91,7 +104,7 @@ async def _late(embedder: Embedder, documents: Documents, ranges: list[tuple[int
         order.extend(start + i for i in plan.order)
         groups.extend(plan.groups)
         picks.extend(plan.picks)
-    sent = await embedder.embed([documents.texts[i] for i in order], groups)
+    sent = await embedder.embed([documents.texts[i] for i in order], groups, _by_document(observe, documents, order))
     owners = [i for d in send for i in range(*ranges[d])]
     position_of = {chunk: n for n, chunk in enumerate(owners)}
     return sent.picked(picks, [position_of[chunk] for chunk in order]), owners

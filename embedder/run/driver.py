@@ -11,6 +11,8 @@ What can fail, and what happens:
 - a fatal API error (bad key, no balance, invalid request fields) → the job stops at once, keeping every shard
   already marked done;
 - a transient error that outlived the client's retries → the shard is tried again, up to ``SHARD_ATTEMPTS``;
+- more than ``limits.max_failed_fraction`` of the rows dead-lettered (the budget actor, :mod:`.budget`) → the job
+  stops, keeping every shard already marked done;
 - Ctrl-C → stops handing out work, keeps everything finished, exits 130 with the ledger consistent.
 """
 
@@ -28,7 +30,9 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError,
 
 from embedder.errors import EmbedderError, FatalError, InputError, PermanentError, SinkError
 from embedder.ledger import DoneMarker, Heartbeat, Ledger
+from embedder.run.budget import stop_error
 from embedder.run.execution import RunOutcome
+from embedder.run.exits import fatal_message
 from embedder.run.progress import ProgressDisplay, ProgressTracker
 from embedder.run.worker import ShardOutcome
 from embedder.sinks.base import WriteReceipt
@@ -66,11 +70,13 @@ class Driver:
     """Runs the shards to embed through the worker actors and the sink actor, bounded by ``max_in_flight``."""
 
     def __init__(self, *, workers: list[Any], sink: Any, limiter: Any, ledger: Ledger, tracker: ProgressTracker,
-                 display: ProgressDisplay, max_in_flight: int, sink_count: int, metrics: Any = None) -> None:
+                 display: ProgressDisplay, max_in_flight: int, sink_count: int, metrics: Any = None,
+                 budget: Any = None) -> None:
         self.workers, self.sink, self.limiter = workers, sink, limiter
         self.metrics = metrics  # a run.metrics.JobMetrics, or None: the figures go to Ray's metrics too
         self.ledger, self.tracker, self.display = ledger, tracker, display
         self.max_in_flight = max_in_flight
+        self.budget = budget  # the dead-letter budget actor (embedder.run.budget), asked after each refresh
         self.receipts: list[list[WriteReceipt]] = [[] for _ in range(sink_count)]
         self._load = [0] * len(workers)
         self._avoid_until = [0.0] * len(workers)  # a worker found lost gets no shard until it is back
@@ -162,6 +168,15 @@ class Driver:
         if self.metrics is not None:
             self.metrics.report(self.tracker.snapshot(), snapshot, final=force)
 
+    def _check_budget(self) -> None:
+        if self.budget is None:
+            return
+        verdict = None
+        with contextlib.suppress(Exception):  # a budget actor restarting: ask again next time
+            verdict = ray.get(self.budget.verdict.remote(), timeout=5)
+        if verdict:
+            raise stop_error(verdict)
+
     def _heartbeat(self, *, final: bool = False) -> None:
         self.ledger.write_heartbeat(Heartbeat(self.tracker.snapshot(), final=final))
 
@@ -174,7 +189,7 @@ class Driver:
         except KeyboardInterrupt:
             outcome = RunOutcome("interrupted", "interrupted (Ctrl-C): finished shards are kept", "KeyboardInterrupt")
         except FatalError as exc:
-            outcome = RunOutcome("failed", f"the embeddings API refused the job: {exc}", type(exc).__name__)
+            outcome = RunOutcome("failed", fatal_message(exc), type(exc).__name__)
         except EmbedderError as exc:
             outcome = RunOutcome("failed", str(exc), type(exc).__name__)
         self._refresh(force=True)
@@ -194,6 +209,7 @@ class Driver:
                 else:
                     self._on_written(ref)
             self._refresh()
+            self._check_budget()
             now = time.monotonic()
             if now - last_heartbeat >= HEARTBEAT_S:
                 last_heartbeat = now

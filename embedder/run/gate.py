@@ -39,9 +39,9 @@ class RemoteGate:
             self.limiter.release.remote(granted.result(), None)
 
     async def release(self, permit: Any, used_tokens: int | None, rate_limited_after: float | None = None,
-                      rate_limited_kind: str | None = None) -> None:
+                      rate_limited_kind: str | None = None, verdict: str | None = None) -> None:
         # not awaited: the worker need not wait for the bookkeeping round trip
-        self.limiter.release.remote(permit, used_tokens, rate_limited_after, rate_limited_kind)
+        self.limiter.release.remote(permit, used_tokens, rate_limited_after, rate_limited_kind, verdict)
 
 
 async def _await(ref: Any) -> Any:

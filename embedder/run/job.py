@@ -16,6 +16,7 @@ from typing import TextIO
 from embedder.config import JobConfig
 from embedder.ledger import RunReport
 from embedder.run.execution import Execution, LocalExecution, RunOutcome
+from embedder.run.exits import end_by_exception
 from embedder.run.prepare import PreparedJob, RunOptions, prepare
 from embedder.run.report import build_report, print_summary
 from embedder.sinks.base import CommitReceipt
@@ -31,12 +32,17 @@ def run_job(config: JobConfig, options: RunOptions | None = None, *, out: TextIO
     options = options or RunOptions()
     out = out or sys.stderr
     job = prepare(config, options, out)
-    execution = execution_for(job, out)
+    execution: Execution | None = None
     try:
+        execution = execution_for(job, out)
         outcome = execution.execute(job.todo)
         report = finish(job, execution, outcome, out)
+    except BaseException as exc:  # what the driver did not turn into an outcome: reported, then raised on
+        end_by_exception(job, execution, exc, out)
+        raise
     finally:
-        execution.close()
+        if execution is not None:
+            execution.close()
     return EXIT_CODES.get(report.status, 1)
 
 

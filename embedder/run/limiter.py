@@ -10,6 +10,11 @@ request is counted from when it is granted until 60 s after its answer came back
 API counted it, so the job's view of the window is always the more cautious one. After a 429 every caller is paused
 (Retry-After, else a backoff) and the rate is cut; each success then raises it again up to the configured ceiling
 (additive increase, multiplicative decrease).
+
+In a job the window is a *canary* too (``canary=True``): until the API has answered one request (vectors, or a
+refusal of an input), one request at a time is in flight; after an answer that stops the job (a wrong endpoint, a
+revoked key: the client's ``verdict="stop"``) no permit is granted again. So a wrong ``api_base`` costs one
+request, not one per worker, and nothing is sent while the driver winds the job down.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from dataclasses import dataclass
 
 WINDOW_S = 60.0
 _RETURNED = object()
+STOPPED_WAIT_S = 1.0
+"""How often a caller waiting on a stopped window asks again (the driver ends the job meanwhile)."""
 
 
 @dataclass(frozen=True)
@@ -51,8 +58,11 @@ class RateWindow:
 
     def __init__(self, limits: Limits, *, clock: Callable[[], float] = time.monotonic, decrease: float = 0.7,
                  increase: float = 0.02, min_fraction: float = 0.1, default_pause_s: float = 2.0,
-                 lease_s: float = 600.0) -> None:
+                 lease_s: float = 600.0, canary: bool = False) -> None:
         self.limits = limits
+        self.confirmed = not canary  # the API has answered: more than one request may be in flight
+        self.canary = canary
+        self.stopped = False  # an answer stopped the job: no more permits
         self.clock = clock
         self.decrease, self.increase, self.min_fraction = decrease, increase, min_fraction
         self.default_pause_s = default_pause_s
@@ -102,8 +112,12 @@ class RateWindow:
         """``(permit, 0)`` when granted now, else ``(None, seconds to wait before asking again)``."""
         now = self.clock()
         self._expire(now)
+        if self.stopped:
+            return None, STOPPED_WAIT_S
         if now < self.paused_until:
             return None, self.paused_until - now
+        if not self.confirmed and self._active:
+            return None, 0.05  # the canary is out: woken by its release
         if self.concurrency_cap and self.in_flight >= self.concurrency_cap:
             return None, 0.05  # woken earlier by a release
         requests = len(self._active) + len(self._done)
@@ -136,9 +150,15 @@ class RateWindow:
         return 0.25  # waiting on requests still in flight: their release wakes the waiters
 
     def release(self, permit: int, used_tokens: int | None, rate_limited_after: float | None = None,
-                rate_limited_kind: str | None = None) -> None:
-        """Record an attempt's outcome: tokens billed (``None`` for a failure) or a 429 with its Retry-After."""
+                rate_limited_kind: str | None = None, verdict: str | None = None) -> None:
+        """Record an attempt's outcome: tokens billed (``None`` for a failure) or a 429 with its Retry-After.
+        ``verdict`` (canary mode): ``"answered"`` when the API refused an input (it is the API), ``"stop"`` when
+        the answer stops the job."""
         now = self.clock()
+        if self.canary and verdict == "stop":
+            self.stopped = True
+        elif used_tokens is not None or verdict == "answered":
+            self.confirmed = True
         if self._finish(permit, now, used_tokens) is None:
             return  # already retired by its lease
         if rate_limited_kind is not None:
@@ -167,7 +187,8 @@ class RateWindow:
                 "window_tokens": self._active_tokens + self._done_tokens,
                 "tokens_last_minute": sum(t for _, t in self._billed), "fraction": round(self.fraction, 3),
                 "paused_for_s": round(max(0.0, self.paused_until - now), 2), "rpm": self.limits.rpm,
-                "tpm": self.limits.tpm, "max_concurrency": self.limits.max_concurrency}
+                "tpm": self.limits.tpm, "max_concurrency": self.limits.max_concurrency,
+                "confirmed": self.confirmed, "stopped": self.stopped}
 
 
 class RateLimiter:
@@ -187,8 +208,8 @@ class RateLimiter:
                 await asyncio.wait_for(self._changed.wait(), timeout=wait)
 
     async def release(self, permit: int, used_tokens: int | None, rate_limited_after: float | None = None,
-                      rate_limited_kind: str | None = None) -> None:
-        self.window.release(permit, used_tokens, rate_limited_after, rate_limited_kind)
+                      rate_limited_kind: str | None = None, verdict: str | None = None) -> None:
+        self.window.release(permit, used_tokens, rate_limited_after, rate_limited_kind, verdict)
         self._changed.set()
 
     async def snapshot(self) -> dict:
@@ -211,8 +232,8 @@ class SharedLimiter:
     CHECK_S = 5.0
     """How often a waiting ``acquire`` checks that its caller is still alive."""
 
-    def __init__(self, limits: Limits, lease_s: float | None = None) -> None:
-        self.limiter = RateLimiter(limits, **({"lease_s": lease_s} if lease_s else {}))
+    def __init__(self, limits: Limits, lease_s: float | None = None, canary: bool = False) -> None:
+        self.limiter = RateLimiter(limits, canary=canary, **({"lease_s": lease_s} if lease_s else {}))
         self._held: dict[int, str | None] = {}  # permit -> owner
         self._live: dict[str, str] = {}  # worker name -> its current incarnation
 
@@ -230,9 +251,9 @@ class SharedLimiter:
             return permit
 
     async def release(self, permit: int, used_tokens: int | None, rate_limited_after: float | None = None,
-                      rate_limited_kind: str | None = None) -> None:
+                      rate_limited_kind: str | None = None, verdict: str | None = None) -> None:
         if self._held.pop(permit, _RETURNED) is not _RETURNED:  # a permit taken back is not released twice
-            await self.limiter.release(permit, used_tokens, rate_limited_after, rate_limited_kind)
+            await self.limiter.release(permit, used_tokens, rate_limited_after, rate_limited_kind, verdict)
 
     async def register(self, owner: str) -> int:
         """``owner`` (``<worker name>/<incarnation>``) is its worker's live incarnation from now on; the permits

@@ -17,6 +17,7 @@ from embedder.config import JobConfig
 from embedder.incremental import IncrementalRun
 from embedder.incremental import prepare as prepare_incremental
 from embedder.ledger import Ledger, Progress
+from embedder.run.exits import report_refusal
 from embedder.run.progress import ProgressTracker
 from embedder.run.settings import api_key_or_fail, content_key, sink_start_info, worker_settings
 from embedder.run.worker import WorkerSettings
@@ -76,6 +77,15 @@ def prepare(config: JobConfig, options: RunOptions, out: TextIO) -> PreparedJob:
     ledger = Ledger.open(config.checkpoint.path, config.fingerprint(), config.fingerprint_fields(),
                          restart=options.restart, storage_options=config.storage_options,
                          secret_envs=config.secret_envs)
+    try:
+        return _prepare_with(config, options, out, started, key, plan, ledger)
+    except BaseException as exc:  # refused before any shard was tried: the report says why
+        report_refusal(config, ledger, started, exc)
+        raise
+
+
+def _prepare_with(config: JobConfig, options: RunOptions, out: TextIO, started: float, key: Secret,
+                  plan: JobPlan, ledger: Ledger) -> PreparedJob:
     _check_ids_once(config, plan, ledger)
     todo, skipped = _todo(plan, ledger, retry_failed=options.retry_failed)
     print(f"embedder: {len(plan.shards)} shards, {plan.rows:,} rows; {len(skipped)} shards already done, "

@@ -7,6 +7,7 @@ owns one pooled client; many workers share a core because they spend their time 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from embedder.incremental.copies import Copies, copied_documents, shard_assignme
 from embedder.jina.client import JinaClient, RetryPolicy
 from embedder.jina.embedding import Embedder
 from embedder.ledger import ShardStats
-from embedder.run.document_embedding import embed_documents
+from embedder.run.document_embedding import DocumentObserver, embed_documents
 from embedder.run.gate import RemoteGate
 from embedder.run.output import dead_letters, output_table
 from embedder.run.settings import WorkerSettings, embedding_options
@@ -44,10 +45,12 @@ class EmbedWorker:
     owner: str | None = None
     """The name this worker's limiter permits are held under (see ``embedder.run.actors.LimiterActor``)."""
 
-    def __init__(self, settings: WorkerSettings, api_key: Secret, limiter: Any | None = None) -> None:
+    def __init__(self, settings: WorkerSettings, api_key: Secret, limiter: Any | None = None,
+                 budget: Any | None = None) -> None:
         self.settings = settings
         self._api_key = api_key
         self._limiter = limiter
+        self._budget = budget  # the job's dead-letter budget (an actor handle: ``record.remote``), or None
         self._embedder: Embedder | None = None
 
     def _get_embedder(self) -> Embedder:
@@ -67,7 +70,8 @@ class EmbedWorker:
         documents = await asyncio.to_thread(build_documents, rows, config)
         copies = await asyncio.to_thread(self._copies, shard, rows, documents)
         copied = np.zeros(documents.count, dtype=bool) if copies is None else copies.documents
-        embedded = await embed_documents(self._get_embedder(), documents, copied, self.settings.late_chunking)
+        embedded = await embed_documents(self._get_embedder(), documents, copied, self.settings.late_chunking,
+                                         self._budget_observer(shard, rows, documents))
         vectors, written = embedded.vectors, embedded.written
         if copies is not None and copies.documents.any():
             vectors = _with_copies(vectors, documents, copies)
@@ -86,6 +90,22 @@ class EmbedWorker:
             splits=result.splits if result else 0, read_s=round(read_s, 3),
             seconds=round(time.perf_counter() - started, 3))
         return table, ShardOutcome(stats, dead_letters(rows, shard, documents, embedded.failures))
+
+    def _get_budget(self) -> Any | None:
+        return self._budget
+
+    def _budget_observer(self, shard: Shard, rows: pa.Table, documents: Documents) -> DocumentObserver | None:
+        """Tells the job's dead-letter budget each outcome as it comes, failures as (reason, file, row)."""
+        budget = self._get_budget()
+        if budget is None:
+            return None
+        file, row_numbers, doc_rows = shard.file.uri, rows.column("_row"), documents.doc_rows
+
+        def seen(ok: int, failures: list[tuple[int, str]]) -> None:
+            located = [(reason, file, row_numbers[int(doc_rows[d])].as_py()) for d, reason in failures]
+            with contextlib.suppress(Exception):  # bookkeeping: never fails the shard
+                budget.record.remote(ok, located)
+        return seen
 
     def _copies(self, shard: Shard, rows: pa.Table, documents: Documents) -> Copies | None:
         """In an incremental run: the shard's unchanged documents and their previous vectors."""
