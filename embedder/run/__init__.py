@@ -10,7 +10,9 @@
     limiter.py    the rate limiter's window (requests/min, tokens/min, concurrency), pure and clock-driven
     gate.py       a worker's request gate backed by the limiter actor
     output.py     a shard's output table and its dead letters
-    progress.py   counters, rates and the live display
+    progress.py   counters and rates
+    progress_display.py  the live display: a rich bar on a terminal, plain lines elsewhere
+    quiet.py      log levels: quiet by default, loud with --debug (this process and the actors)
     report.py     the run report and the summary
     settings.py   what the job's configuration means for each actor
 
