@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TextIO
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+from rich.text import Text
 
 from embedder import humanize
 from embedder.ledger import Progress as ProgressRecord
@@ -35,9 +36,9 @@ def shards_waiting_on_sink(p: ProgressRecord) -> int:
 
 def figures(p: ProgressRecord) -> list[str]:
     """The labelled figures after the rows: rate against quota, 429s, failures, ETA, cost, sink lag."""
-    tpm = f"{humanize.count(p.tokens_last_minute)} tokens in the last 60 s"
+    tpm = f"tokens/min (last 60 s) {humanize.count(p.tokens_last_minute)}"
     if p.tpm_limit:
-        tpm += f" of {humanize.count(p.tpm_limit)}/min"
+        tpm += f" of {humanize.count(p.tpm_limit)}"
     parts = [tpm, f"429s {p.rate_limited}", f"retries {p.retries}", f"failed {p.documents_failed}",
              f"ETA {humanize.duration(p.eta_s)}",
              f"spent {humanize.dollars(p.cost_usd)} · projected total {humanize.dollars(p.projected_cost_usd)}"]
@@ -64,6 +65,17 @@ def progress_line(p: ProgressRecord) -> str:
     return " · ".join([f"{percent:5.1f}%", counts(p), *figures(p)])
 
 
+class _Bar(Progress):
+    """The bar with its counts, and below it the figures as text that wraps on a narrow terminal."""
+
+    figures = ""
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield self.make_tasks_table(self.tasks)
+        if self.figures:
+            yield Text("  " + self.figures)
+
+
 class ProgressDisplay:
     """Draws ``snapshot()``: a live ``rich`` bar on a terminal, else a plain line every ``interval_s``."""
 
@@ -74,15 +86,14 @@ class ProgressDisplay:
         self.tty = self.stream.isatty() if tty is None else tty
         self.interval_s = interval_s
         self._last = 0.0
-        self._bar: Progress | None = None
+        self._bar: _Bar | None = None
         self._task: TaskID | None = None
 
-    def _start_bar(self, p: ProgressRecord) -> Progress:
+    def _start_bar(self, p: ProgressRecord) -> _Bar:
         console = Console(file=self.stream, force_terminal=True)
-        bar = Progress(TextColumn("[bold]embedding"), BarColumn(), TaskProgressColumn(),
-                       TextColumn("{task.fields[counts]}"), TextColumn("\n  {task.fields[figures]}"),
-                       console=console, refresh_per_second=4, transient=False)
-        self._task = bar.add_task("embedding", total=p.rows_total or 1, counts="", figures="")
+        bar = _Bar(TextColumn("[bold]embedding"), BarColumn(), TaskProgressColumn(),
+                   TextColumn("{task.fields[counts]}"), console=console, refresh_per_second=4, transient=False)
+        self._task = bar.add_task("embedding", total=p.rows_total or 1, counts="")
         bar.start()
         return bar
 
@@ -93,8 +104,8 @@ class ProgressDisplay:
             if self._bar is None:
                 self._bar = self._start_bar(p)
             assert self._task is not None
-            self._bar.update(self._task, completed=p.rows_done + p.rows_skipped, counts=counts(p),
-                             figures=" · ".join(figures(p)))
+            self._bar.figures = " · ".join(figures(p))
+            self._bar.update(self._task, completed=p.rows_done + p.rows_skipped, counts=counts(p))
             return
         if not force and now - self._last < self.interval_s:
             return
