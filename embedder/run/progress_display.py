@@ -86,6 +86,7 @@ class ProgressDisplay:
         self.tty = self.stream.isatty() if tty is None else tty
         self.interval_s = interval_s
         self._last = 0.0
+        self._last_line = ""
         self._bar: _Bar | None = None
         self._task: TaskID | None = None
 
@@ -110,8 +111,11 @@ class ProgressDisplay:
         if not force and now - self._last < self.interval_s:
             return
         self._last = now
-        self.stream.write(PLAIN_PREFIX + progress_line(self.snapshot()) + "\n")
-        self.stream.flush()
+        line = progress_line(self.snapshot())
+        if line != self._last_line:  # the closing line repeats nothing
+            self._last_line = line
+            self.stream.write(PLAIN_PREFIX + line + "\n")
+            self.stream.flush()
 
     def close(self) -> None:
         self.update(force=True)
