@@ -79,7 +79,7 @@ def test_an_interrupted_run_is_quiet(tmp_path, jina, env):
     try:
         wait_for(lambda: done_ids(str(out / "_checkpoint")) or not run.running(), timeout=120, what="a done marker")
         assert run.running(), "the run finished before the interrupt: make it slower"
-        run.kill(signal.SIGINT)
+        os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground process group
     finally:
         result = run.wait()
     assert result.returncode == 130, result.describe()

@@ -48,7 +48,7 @@ def test_an_incremental_run_says_embedded_kept_and_deleted(tmp_path, jina, env):
     second = run_cli(job, env=env)
     assert second.returncode == 0, second.describe()
     assert jina.stats()["inputs"] == 7
-    assert "embedded 7 documents, kept 995 unchanged, deleted 2, 0 failed" in second.stderr, second.stderr
+    assert "embedded 7 documents, kept 995 unchanged, deleted 2, 0 failed documents" in second.stderr, second.stderr
     report = ledger(str(out / "parquet/_checkpoint")).read_report()
     assert report.incremental is not None
     assert (report.incremental["new"], report.incremental["changed"], report.incremental["unchanged"],

@@ -47,7 +47,7 @@ def done_text(report: RunReport) -> str:
     if report.incremental:
         inc = report.incremental
         text += f", kept {inc['unchanged']:,} unchanged, deleted {inc['deleted']:,}"
-    text += f", {report.failed_rows_total:,} failed; wrote {p.chunks:,} rows"
+    text += f", {report.failed_rows_total:,} failed documents; wrote {p.chunks:,} rows"
     if p.rows_skipped:
         text += f" ({p.rows_skipped:,} input rows were done by an earlier run)"
     return text
