@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from typing import Any
 
 SNIPPET_CHARS = 80
@@ -36,9 +35,6 @@ def run(args: argparse.Namespace) -> int:
     from embedder.config import MilvusSinkConfig, load_job
     from embedder.errors import ConfigError
 
-    if not getattr(args, "debug", False):  # faiss and Milvus Lite announce themselves at INFO on every start
-        for name in ("faiss.loader", "milvus_lite"):
-            logging.getLogger(name).setLevel(logging.WARNING)
     if args.top_k < 1:
         raise ConfigError(f"-k must be at least 1, got {args.top_k}")
     config = load_job(args.job, args.overrides)

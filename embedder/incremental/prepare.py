@@ -26,13 +26,17 @@ class IncrementalRun:
     """Where the classification is, as a location the workers can open."""
     previous_output: str
     deleted_ids: pa.Array | None
+    held_rows: int = 0
+    """Rows of the plan's shards the previous version holds as they are (files that did not change)."""
 
     def report(self, progress: Progress) -> dict:
+        """The four counts; ``unchanged`` takes in the rows of unchanged files, kept whole."""
         c = self.classification
         embedded = progress.documents_embedded
         per_row = progress.tokens / embedded if embedded > 0 else 0.0
-        return {"new": c.new, "changed": c.changed, "unchanged": c.unchanged, "deleted": c.deleted,
-                "tokens_saved_estimate": int(c.unchanged * per_row)}
+        unchanged = c.unchanged + self.held_rows
+        return {"new": c.new, "changed": c.changed, "unchanged": unchanged, "deleted": c.deleted,
+                "tokens_saved_estimate": int(unchanged * per_row)}
 
 
 def previous_output(config: JobConfig) -> str:
@@ -75,4 +79,5 @@ def prepare(config: JobConfig, plan: JobPlan, ledger: Ledger, content_key: str, 
     print(f"embedder: incremental against version {manifest.get('dataset_version')}: {c.new:,} new, "
           f"{c.changed:,} changed, {c.unchanged:,} unchanged (kept without API calls), {c.deleted:,} deleted",
           file=out)
-    return IncrementalRun(classification, storage.join(ledger.location, WORKDIR, key), output, deleted)
+    held_rows = sum(shard.row_count for shard in plan.shards if shard.shard_id in held)
+    return IncrementalRun(classification, storage.join(ledger.location, WORKDIR, key), output, deleted, held_rows)

@@ -41,6 +41,8 @@ class Progress:
     """Shards this run finished (written and marked done)."""
     shards_in_flight: int = 0
     """Shards handed out and not yet written."""
+    shards_writing: int = 0
+    """Of those, shards embedded and handed to the sink (more than one: the sink lags behind the workers)."""
     rows_done: int = 0
     """Input rows of the shards this run finished."""
     documents_done: int = 0
@@ -169,7 +171,8 @@ class RunReport:
     elapsed_s: float = 0.0
     plan: dict[str, Any] = field(default_factory=dict)
     tokens_per_minute: float = 0.0
-    """Tokens billed over the whole run's minutes (for a run shorter than a minute: a burst, not a rate)."""
+    """Tokens billed per minute of the run, over at least one minute (the quota's window): a run shorter than a
+    minute reports its tokens, not its burst rate."""
     tpm_limit: int = 0
     cost_usd: float = 0.0
     failed_rows_total: int = 0

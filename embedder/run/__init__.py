@@ -12,7 +12,9 @@
     metrics.py    the job's figures as Ray metrics (Prometheus, Grafana), reported from the driver's loop
     ray_data.py   ``JinaEmbed``: embedding as a Ray Data ``map_batches`` step, under a shared limiter actor
     output.py     a shard's output table and its dead letters
-    progress.py   counters, rates and the live display
+    progress.py   counters and rates
+    progress_display.py  the live display: a rich bar on a terminal, plain lines elsewhere
+    quiet.py      log levels: quiet by default, loud with --debug (this process and the actors)
     report.py     the run report and the summary
     settings.py   what the job's configuration means for each actor
 

@@ -17,6 +17,7 @@ import ray
 from embedder.errors import ConfigError
 from embedder.jina.embedding import Embedder
 from embedder.run.budget import FailureBudget
+from embedder.run import quiet
 from embedder.run.limiter import Limits, SharedLimiter
 from embedder.run.worker import EmbedWorker, ShardOutcome, WorkerSettings
 from embedder.secrets import Secret
@@ -29,6 +30,7 @@ class SinkWriter:
     """Writes each shard's table to every sink of the job; a shard counts only when all of them hold it."""
 
     def __init__(self, sinks: Sequence[Sink], info: SinkStartInfo) -> None:
+        quiet.quiet_loggers()  # Milvus Lite, faiss and gRPC speak up in this process
         self.sinks = list(sinks)
         self.error: Exception | None = None
         try:
@@ -64,6 +66,7 @@ class RayEmbedWorker(EmbedWorker):
     def __init__(self, settings: WorkerSettings, api_key: Secret, limiter_name: str,
                  name: str | None = None, budget_name: str | None = None) -> None:
         super().__init__(settings, api_key, None)
+        quiet.quiet_loggers()  # httpx logs every request at INFO
         self._limiter_name = limiter_name
         self._budget_name = budget_name
         # __init__ runs again when Ray restarts the actor: each incarnation holds its permits under its own owner

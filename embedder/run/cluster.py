@@ -7,6 +7,7 @@ One of the three modules that import Ray (with :mod:`.actors` and :mod:`.driver`
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import uuid
@@ -15,25 +16,54 @@ from typing import Any, TextIO
 import pyarrow as pa
 import ray
 
-from embedder.run import actors
+from embedder.run import actors, quiet
 from embedder.run.driver import Driver, unwrap
 from embedder.run.execution import RunOutcome
 from embedder.run.limiter import Limits
 from embedder.run.metrics import JobMetrics
 from embedder.run.prepare import PreparedJob
-from embedder.run.progress import ProgressDisplay
+from embedder.run.progress_display import ProgressDisplay
 from embedder.sinks.base import CommitReceipt, WriteReceipt
 from embedder.source.shards import Shard
 
 
 def init_ray() -> None:
     """Join the cluster named by ``$RAY_ADDRESS``, else start a local one (without a dashboard: it starts faster,
-    and nothing here needs it)."""
+    and nothing here needs it). Without debug, the actors' logs reach this terminal at WARNING and up, and Ray's
+    own notes (raylet messages about killed actors, the token-authentication notice) do not."""
     if ray.is_initialized():
         return
+    debug = quiet.debug_enabled()
+    quiet.quiet_loggers()
+    if not debug:  # Ray warns that it enabled token authentication by default: it did, and nothing needs saying
+        logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
+        os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")  # the driver reads every result it awaits
     address = os.environ.get("RAY_ADDRESS")
     kwargs: dict[str, Any] = {"address": address} if address else {"include_dashboard": False}
-    ray.init(logging_level=logging.WARNING, log_to_driver=True, **kwargs)
+    level = "DEBUG" if debug else "WARNING"
+    ray.init(logging_level=logging.DEBUG if debug else logging.WARNING, log_to_driver=True,
+             logging_config=ray.LoggingConfig(log_level=level), **kwargs)
+    if not debug:
+        _hide_raylet_messages()
+
+
+def _hide_raylet_messages() -> None:
+    """Ray prints the raylet's error messages (an actor killed at shutdown, a worker restarted) with the actors'
+    forwarded output; the driver handles those events and says what matters itself, so without debug they go."""
+    from ray._private import worker as ray_worker
+
+    original = ray_worker.print_to_stdstream
+
+    def filtered(data: dict[str, Any], ignore_prefix: bool) -> None:
+        if data.get("pid") != "raylet":
+            original(data, ignore_prefix)
+
+    ray_worker.print_to_stdstream = filtered  # the error listener looks it up on every message
+    dispatcher = ray_worker.global_worker_stdstream_dispatcher
+    with contextlib.suppress(Exception):  # the actors' output: same filter (the handler binds the function)
+        dispatcher.remove_handler("ray_print_logs")
+        dispatcher.add_handler("ray_print_logs", functools.partial(
+            filtered, ignore_prefix=ray_worker._should_ignore_worker_log_prefix(ray_worker.global_worker)))
 
 
 class RayExecution:
@@ -54,7 +84,7 @@ class RayExecution:
                                             job.worker_settings, job.key, self.limiter_name, budget_name)
         self.sink = actors.sink_actor(job.sinks, job.sink_info)
         self.job = job
-        self.display = ProgressDisplay(job.tracker, stream=out, interval_s=config.progress.interval_s)
+        self.display = ProgressDisplay(job.tracker.snapshot, stream=out, interval_s=config.progress.interval_s)
         try:  # a sink that refuses its destination fails here, before any request
             ray.get(self.sink.ready.remote())
         except Exception as exc:

@@ -33,7 +33,8 @@ from embedder.ledger import DoneMarker, Heartbeat, Ledger
 from embedder.run.budget import stop_error
 from embedder.run.execution import RunOutcome
 from embedder.run.exits import fatal_message
-from embedder.run.progress import ProgressDisplay, ProgressTracker
+from embedder.run.progress import ProgressTracker
+from embedder.run.progress_display import ProgressDisplay
 from embedder.run.worker import ShardOutcome
 from embedder.sinks.base import WriteReceipt
 from embedder.source.shards import Shard
@@ -160,6 +161,7 @@ class Driver:
         progress = self.tracker.progress
         progress.shards_in_flight = len(self._embedding) + len(self._writing)
         snapshot = None
+        progress.shards_writing = len(self._writing)
         with contextlib.suppress(Exception):  # a limiter restarting after a node loss: keep the last figures
             snapshot = ray.get(self.limiter.snapshot.remote(), timeout=5)
             progress.tokens_last_minute = snapshot["tokens_last_minute"]
@@ -192,10 +194,29 @@ class Driver:
             outcome = RunOutcome("failed", fatal_message(exc), type(exc).__name__)
         except EmbedderError as exc:
             outcome = RunOutcome("failed", str(exc), type(exc).__name__)
+        self._settle()
         self._refresh(force=True)
         self._heartbeat(final=True)
         outcome.receipts = self.receipts
         return outcome
+
+    def _settle(self, timeout_s: float = 5.0) -> None:
+        """A run that stopped early: cancel the embedding still going on and read every result, so that no failed
+        result is left unread (Ray prints those as "Unhandled error" tracebacks). Unmarked shards are done again by
+        the next run."""
+        for ref in self._embedding:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref)
+        refs = [*self._embedding, *self._writing,
+                *(item.table_ref for item in self._embedding.values() if item.table_ref is not None)]
+        if refs:
+            with contextlib.suppress(Exception):
+                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+                for ref in ready:
+                    with contextlib.suppress(Exception):
+                        ray.get(ref, timeout=0)
+        self._embedding.clear()
+        self._writing.clear()
 
     def _loop(self, queue: deque[_InFlight]) -> None:
         last_heartbeat = 0.0

@@ -14,7 +14,7 @@ import sys
 from typing import TextIO
 
 from embedder.config import JobConfig
-from embedder.ledger import RunReport
+from embedder.ledger import Heartbeat, RunReport
 from embedder.run.execution import Execution, LocalExecution, RunOutcome
 from embedder.run.exits import end_by_exception
 from embedder.run.prepare import PreparedJob, RunOptions, prepare
@@ -63,14 +63,25 @@ def expected_rows(job: PreparedJob) -> int:
     return sum(marker.stats.chunks for marker in job.ledger.done_markers() if marker.shard_id in planned)
 
 
+def retire_dead_letters(job: PreparedJob) -> None:
+    """Dead letters of shards no longer in the plan (their file was fixed or removed, so its shards have new ids)
+    move to ``_failed/history/``: kept for the record, no longer counted in the report, the sinks' expected rows
+    or ``embedder status``."""
+    stale = job.ledger.failed_shard_ids() - set(job.shard_ids)
+    if stale:
+        job.ledger.retire_failed(sorted(stale))
+
+
 def finish(job: PreparedJob, execution: Execution, outcome: RunOutcome, out: TextIO) -> RunReport:
     """Commit (a completed run) or abort (any other), then write the report and print the summary."""
     commits: list[CommitReceipt] = []
     if outcome.completed:
+        retire_dead_letters(job)
         commits = execution.commit(job.shard_ids, expected_rows(job), job.deleted_ids, outcome.receipts)
     else:
         execution.abort()
     report = build_report(job, outcome, commits)
+    job.ledger.write_heartbeat(Heartbeat(report.progress, final=True))  # the last beat carries the final counts
     job.ledger.write_report(report)
     print_summary(report, out)
     return report

@@ -2,17 +2,14 @@
 
 :class:`ProgressTracker` keeps a :class:`~embedder.ledger.records.Progress` record up to date from each finished
 shard's stats; :meth:`ProgressTracker.snapshot` fills in the rates. The same record goes into the heartbeat, the
-run report and ``embedder status``. :class:`ProgressDisplay` draws it: redrawn in place on a terminal, one log line
-every few seconds elsewhere (Ray job logs).
+run report and ``embedder status``; :mod:`embedder.run.progress_display` draws it (a ``rich`` bar on a terminal,
+plain lines elsewhere).
 """
 
 from __future__ import annotations
 
-import sys
 import time
-from typing import TextIO
 
-from embedder import humanize
 from embedder.ledger import Progress, ShardStats
 
 
@@ -49,43 +46,3 @@ class ProgressTracker:
         todo = p.rows_total - p.rows_skipped
         p.projected_cost_usd = round(p.cost_usd * todo / p.rows_done, 6) if p.rows_done else 0.0
         return p
-
-
-def progress_line(p: Progress) -> str:
-    """One line: percent, shards, rows, rates, 429s, retries, failures, ETA, spent and projected cost."""
-    done_shards = p.shards_done + p.shards_skipped
-    done_rows = p.rows_done + p.rows_skipped
-    percent = 100.0 * done_rows / p.rows_total if p.rows_total else 100.0
-    tpm = humanize.count(p.tokens_last_minute) + (f"/{humanize.count(p.tpm_limit)}" if p.tpm_limit else "")
-    return (f"{percent:5.1f}% shards {done_shards}/{p.shards_total} rows {humanize.count(done_rows)}/"
-            f"{humanize.count(p.rows_total)} | docs {humanize.count(p.documents_done)} chunks "
-            f"{humanize.count(p.chunks)} | {p.rows_per_s:,.0f} rows/s | {tpm} tok/min | 429s {p.rate_limited} "
-            f"| retries {p.retries} | failed {p.documents_failed} | ETA {humanize.duration(p.eta_s)} "
-            f"| spent {humanize.dollars(p.cost_usd)} of ~{humanize.dollars(p.projected_cost_usd)} projected")
-
-
-class ProgressDisplay:
-    """Draws the tracker's snapshot: redrawn in place on a terminal, else a log line every ``interval_s``."""
-
-    def __init__(self, tracker: ProgressTracker, *, stream: TextIO | None = None, interval_s: float = 5.0,
-                 tty: bool | None = None) -> None:
-        self.tracker = tracker
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty() if tty is None else tty
-        self.interval_s = 0.5 if self.tty else interval_s
-        self._last = 0.0
-
-    def update(self, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last < self.interval_s:
-            return
-        self._last = now
-        line = progress_line(self.tracker.snapshot())
-        self.stream.write("\r\x1b[2K" + line if self.tty else f"[embedder] {line}\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        self.update(force=True)
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
