@@ -16,8 +16,8 @@ import ray
 
 from embedder.errors import ConfigError
 from embedder.jina.embedding import Embedder
-from embedder.run.budget import FailureBudget
 from embedder.run import quiet
+from embedder.run.budget import FailureBudget
 from embedder.run.limiter import Limits, SharedLimiter
 from embedder.run.worker import EmbedWorker, ShardOutcome, WorkerSettings
 from embedder.secrets import Secret
