@@ -435,6 +435,13 @@ path = "s3://bucket/emb/"
     ({"kind": "milvus", "batch_bytes": 100 * 1024 * 1024}, "'sink.batch_bytes' in jobs/x.toml: must be ≤"),
     ({"kind": "milvus", "vector_field": "id"}, "must differ from id_field"),
     ({"kind": "milvus", "index_params": {"M": [1]}}, "'sink.index_params.M' in jobs/x.toml"),
+    ({"kind": "milvus", "bm25": True}, "'sink.bm25' in jobs/x.toml: BM25 is computed from the stored text: set "
+                                       "store_text = true as well"),
+    ({"kind": "milvus", "store_text": True, "bm25": True, "sparse_field": "text"},
+     "'sink.sparse_field' in jobs/x.toml: 'text' is already a field of collection 'embeddings'"),
+    ({"kind": "milvus", "store_text": True, "bm25": True, "sparse_field": "doc_id"}, "'sink.sparse_field'"),
+    ({"kind": "milvus", "store_text": True, "bm25": True, "sparse_field": "bm-25"},
+     "'sink.sparse_field' in jobs/x.toml: Milvus names"),
 ])
 def test_sink_errors(sink: dict[str, Any], expected: str) -> None:
     assert expected in error_of(parse_job, {"source": {"path": "in"}, "sink": sink}, source_name="jobs/x.toml",
@@ -504,6 +511,12 @@ def test_fingerprint_of_milvus_target_and_sink_order() -> None:
     assert job(server).fingerprint() != job(server | {"db_name": "prod"}).fingerprint()
     parquet = {"path": "out/p"}
     assert job(server, parquet).fingerprint() == job(parquet, server).fingerprint()
+    # keys added later count only when set: a job without them resumes with the fingerprint it always had
+    assert job(server).fingerprint() == job(server | {"bm25": False, "sparse_field": "s"}).fingerprint()
+    text = server | {"store_text": True}
+    hybrid = [text | {"bm25": True}, text | {"bm25": True, "sparse_field": "terms"}]
+    prints = {job(server).fingerprint(), job(text).fingerprint(), *(job(sink).fingerprint() for sink in hybrid)}
+    assert len(prints) == 4
 
 
 # --- docs stay in step with the schema ---------------------------------------------------------------------

@@ -100,7 +100,7 @@ def test_two_sinks_hold_the_same_vectors_and_search_finds_a_document(tmp_path, c
     search_cli.add_arguments(parser)
     before = jina.stats()["requests"]
     assert search_cli.run(parser.parse_args([str(job), target["text"], "-k", "3", "--json"])) == 0
-    hits = json.loads(capsys.readouterr().out)["hits"]
+    hits = json.loads(capsys.readouterr().out)
     assert [h["rank"] for h in hits] == [1, 2, 3]
     assert hits[0]["id"] == target["id"] and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
     assert hits[0]["fields"]["title"] == target["title"]

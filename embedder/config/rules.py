@@ -14,7 +14,14 @@ from typing import Any
 from embedder.config import schema
 from embedder.config.chunking import ChunkingConfig, check_documents
 from embedder.config.fields import Context, build_section, check_value, coerce, did_you_mean, show_value
-from embedder.config.sinks import SINK_CLASSES, SINK_KINDS, MilvusSinkConfig, SinkConfig, default_checkpoint_path
+from embedder.config.sinks import (
+    SINK_CLASSES,
+    SINK_KINDS,
+    MilvusSinkConfig,
+    SinkConfig,
+    check_bm25,
+    default_checkpoint_path,
+)
 from embedder.errors import ConfigError
 from embedder.jina.models import MODELS
 from embedder.secrets import SECRET_MESSAGE, mask_uri
@@ -166,6 +173,8 @@ def _check_milvus(sink: MilvusSinkConfig, source: schema.SourceConfig, prefix: s
     names = [("collection", sink.collection), ("id_field", sink.id_field), ("vector_field", sink.vector_field)]
     if sink.db_name:
         names.append(("db_name", sink.db_name))
+    if sink.bm25:
+        names.append(("sparse_field", sink.sparse_field))
     for name, value in names:
         if not _MILVUS_NAME.fullmatch(value):
             raise ctx.invalid(f"{prefix}.{name}", f"Milvus names are a letter or _ then letters, digits or _; "
@@ -177,6 +186,7 @@ def _check_milvus(sink: MilvusSinkConfig, source: schema.SourceConfig, prefix: s
             raise ctx.invalid("source.passthrough", f"column '{column}' cannot be a field of Milvus collection "
                               f"'{sink.collection}' (invalid name or same as id/vector field)")
     check_env_name(sink.token_env, f"{prefix}.token_env", ctx)
+    check_bm25(sink, source.passthrough, prefix, ctx)
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from embedder.config.fields import checked
+from embedder.config.chunking import DOCUMENT_COLUMNS
+from embedder.config.fields import Context, checked
 from embedder.secrets import mask_uri, secret_marker
 
 SINK_KINDS = ("parquet", "milvus")
@@ -84,6 +85,11 @@ class MilvusSinkConfig:
     """NAME of the environment variable holding the server token (``user:password`` or API key)."""
     store_text: bool = False
     """Also store the embedded text (the chunk's text when chunking) in a ``text`` VARCHAR field."""
+    bm25: bool = False
+    """Add Milvus' BM25 function: the ``text`` field analysed, its sparse vector in ``sparse_field`` (hybrid search).
+    Needs ``store_text``."""
+    sparse_field: str = "sparse"
+    """SPARSE_FLOAT_VECTOR field the BM25 function fills (with ``bm25``)."""
 
     @property
     def is_lite(self) -> bool:
@@ -94,8 +100,10 @@ class MilvusSinkConfig:
     def target(self) -> dict[str, Any]:
         """Where the vectors go and what fields they carry, as hashed into the fingerprint."""
         location = normalise_location(self.uri)
-        return _with_text({"kind": self.kind, "uri": location, "db_name": self.db_name or "default",
-                           "collection": self.collection}, self.store_text)
+        target = _with_text({"kind": self.kind, "uri": location, "db_name": self.db_name or "default",
+                             "collection": self.collection}, self.store_text)
+        # like store_text: only a job that asks for BM25 has it in its fingerprint
+        return {**target, "bm25": True, "sparse_field": self.sparse_field} if self.bm25 else target
 
     @property
     def location(self) -> str:
@@ -125,6 +133,18 @@ SINK_CLASSES: dict[str, type[ParquetSinkConfig] | type[MilvusSinkConfig]] = {
 def _with_text(target: dict[str, Any], store_text: bool) -> dict[str, Any]:
     # a key added after the first release counts only when set: a job that does not use it keeps its fingerprint
     return {**target, "store_text": True} if store_text else target
+
+
+def check_bm25(sink: MilvusSinkConfig, passthrough: Sequence[str], prefix: str, ctx: Context) -> None:
+    """``bm25`` needs the stored text, and its sparse field a name no other field of the collection has."""
+    if not sink.bm25:
+        return
+    if not sink.store_text:
+        raise ctx.invalid(f"{prefix}.bm25", "BM25 is computed from the stored text: set store_text = true as well")
+    taken = {sink.id_field, sink.vector_field, "text", *passthrough, *DOCUMENT_COLUMNS}
+    if sink.sparse_field in taken:
+        raise ctx.invalid(f"{prefix}.sparse_field", f"'{sink.sparse_field}' is already a field of collection "
+                          f"'{sink.collection}' (id, vector, text, a document or passthrough field); pick another")
 
 
 def normalise_location(location: str) -> str:

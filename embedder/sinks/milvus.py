@@ -40,6 +40,7 @@ from embedder.sinks.base import (
     check_vector_column,
     stored_columns,
 )
+from embedder.sinks.milvus_bm25 import TEXT_FIELD, add_bm25_index, check_bm25
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -184,10 +185,14 @@ class MilvusSink(Sink):
             columns = columns.append(pa.field("text", pa.string()))
         fields = ms.expected_fields(columns, info.id_type, info.dimensions, self.config.id_field,
                                     self.config.vector_field)
+        if self.config.bm25:  # the text is analysed into terms
+            fields = [replace(spec, analyzer=True) if spec.name == TEXT_FIELD else spec for spec in fields]
         client = self._open()
         if not self._call("has_collection", lambda: client.has_collection(self.collection)):
             self._create(client, fields, info)
         described = self._call("describe_collection", lambda: client.describe_collection(self.collection))
+        check_bm25(described, bm25=self.config.bm25, store_text=self.config.store_text,
+                   sparse_field=self.config.sparse_field, where=self.where)
         found = ms.check_collection(described, fields, self.where)
         self._check_properties(described.get("properties") or {}, info)
         # the existing collection's limits decide what fits (it may allow longer strings, or refuse nulls)
@@ -270,7 +275,8 @@ class MilvusSink(Sink):
         return self._info
 
     def _create(self, client: Any, fields: list[ms.FieldSpec], info: SinkStartInfo) -> None:
-        schema = ms.build_schema(client, fields, enable_dynamic_field=self.config.enable_dynamic_field)
+        schema = ms.build_schema(client, fields, enable_dynamic_field=self.config.enable_dynamic_field,
+                                 sparse_field=self.config.sparse_field if self.config.bm25 else None)
         properties = {"embedder.model": info.model, "embedder.task": info.task or "",
                       "embedder.dimensions": str(info.dimensions), "embedder.fingerprint": info.fingerprint}
         try:
@@ -283,10 +289,13 @@ class MilvusSink(Sink):
         log.info("created %s (%s, %s %s)", self.where, fields[1].describe(), self.config.index_type,
                  self.config.metric)
 
-    def _create_index(self, client: Any) -> None:
+    def _create_index(self, client: Any, *, vector: bool = True, sparse: bool = True) -> None:
         index = client.prepare_index_params()
-        index.add_index(field_name=self.config.vector_field, index_type=self.config.index_type,
-                        metric_type=self.config.metric, params=dict(self.config.index_params))
+        if vector:
+            index.add_index(field_name=self.config.vector_field, index_type=self.config.index_type,
+                            metric_type=self.config.metric, params=dict(self.config.index_params))
+        if sparse and self.config.bm25:
+            add_bm25_index(index, self.config.sparse_field)
         # sync=False: waiting here asks for AllocTimestamp, which Milvus Lite lacks; commit waits instead
         self._call("create_index", lambda: client.create_index(self.collection, index, timeout=RPC_TIMEOUT_S,
                                                                sync=False))
@@ -302,10 +311,12 @@ class MilvusSink(Sink):
                                 "written; drop the collection or set another sink collection name")
 
     def _ensure_index(self, client: Any) -> None:
-        vector_field = self.config.vector_field
+        vector_field, sparse_field = self.config.vector_field, self.config.sparse_field
+        if self.config.bm25 and not client.list_indexes(self.collection, field_name=sparse_field):
+            self._create_index(client, vector=False)  # a BM25 collection created elsewhere without its index
         names = self._call("list_indexes", lambda: client.list_indexes(self.collection, field_name=vector_field))
         if not names:  # a collection created elsewhere without an index
-            self._create_index(client)
+            self._create_index(client, sparse=False)
             names = client.list_indexes(self.collection, field_name=vector_field)
         deadline = time.monotonic() + INDEX_WAIT_S
         while True:  # a server builds the index in the background after the flush; Milvus Lite at once

@@ -31,6 +31,7 @@ from pymilvus import DataType
 from pymilvus.grpc_gen import schema_pb2
 
 from embedder.errors import SinkError
+from embedder.sinks.milvus_bm25 import add_bm25
 
 ID_VARCHAR_MAX_LENGTH = 512
 VARCHAR_MAX_LENGTH = 65_535
@@ -49,6 +50,8 @@ class FieldSpec:
     max_length: int | None = None
     dim: int | None = None
     nullable: bool = False
+    analyzer: bool = False
+    """Text analysed for BM25 (``enable_analyzer``)."""
 
     def describe(self) -> str:
         if self.dtype == DataType.VARCHAR:
@@ -98,7 +101,9 @@ def expected_fields(schema: pa.Schema, id_type: pa.DataType, dimensions: int, id
     return fields
 
 
-def build_schema(client: Any, fields: list[FieldSpec], *, enable_dynamic_field: bool) -> Any:
+def build_schema(client: Any, fields: list[FieldSpec], *, enable_dynamic_field: bool,
+                 sparse_field: str | None = None) -> Any:
+    """The collection's schema; ``sparse_field``: also BM25 from the analysed field into that sparse field."""
     schema = client.create_schema(auto_id=False, enable_dynamic_field=enable_dynamic_field)
     for number, spec in enumerate(fields):
         extra: dict[str, Any] = {"max_length": spec.max_length} if spec.max_length else {}
@@ -106,7 +111,11 @@ def build_schema(client: Any, fields: list[FieldSpec], *, enable_dynamic_field: 
             extra["dim"] = spec.dim
         if spec.nullable:
             extra["nullable"] = True
+        if spec.analyzer:
+            extra["enable_analyzer"] = True
         schema.add_field(spec.name, spec.dtype, is_primary=number == 0, **extra)
+    if sparse_field is not None:
+        add_bm25(schema, next(spec.name for spec in fields if spec.analyzer), sparse_field)
     return schema
 
 
