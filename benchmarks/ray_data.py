@@ -1,7 +1,6 @@
 """Embedding as a Ray Data step, two ways, side by side in one run against the same rate-limited server.
 
     .venv/bin/python benchmarks/ray_data.py                      # 1,600 rows, 4 a request: 400 requests at 300 RPM
-    .venv/bin/python benchmarks/ray_data.py --blocks 16          # the same, read into 16 blocks: 4 actors at once
     .venv/bin/python benchmarks/ray_data.py --rows 64 --rpm 6000 # smoke size
 
 1. **JinaEmbed**: ``map_batches(embedder.ray_data.JinaEmbed, concurrency=4)``: every actor asks one cluster-wide
@@ -99,7 +98,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
 
     ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    ds = ray.data.read_parquet(args.corpus, columns=["id", "text"], override_num_blocks=args.blocks or None)
+    ds = ray.data.read_parquet(args.corpus, columns=["id", "text"])
     api_base = os.environ["JINA_API_BASE"]
     if args.pipeline == "jinaembed":
         from embedder.ray_data import JinaEmbed
@@ -129,8 +128,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--words", type=int, default=12, help="words per row")
     parser.add_argument("--batch", type=int, default=4, help="rows per API request (both pipelines)")
     parser.add_argument("--map-batch", type=int, default=64, help="rows per map_batches batch")
-    parser.add_argument("--blocks", type=int, default=0,
-                        help="blocks the corpus is read into (0: Ray Data's choice); more blocks keep all 4 actors busy")
     parser.add_argument("--rpm", type=int, default=300)
     parser.add_argument("--tpm", type=int, default=10_000_000)
     parser.add_argument("--max-concurrency", type=int, default=5)
@@ -150,7 +147,7 @@ def run_pipeline(name: str, work: Path, source: Path, server: Any, args: argpars
     out.parent.mkdir(parents=True)
     command = [sys.executable, __file__, "--pipeline", name, "--corpus", str(source), "--out", str(out),
                *(f"--{key.replace('_', '-')}={getattr(args, key)}" for key in
-                 ("batch", "map_batch", "blocks", "rpm", "tpm", "max_concurrency", "dimensions"))]
+                 ("batch", "map_batch", "rpm", "tpm", "max_concurrency", "dimensions"))]
     with private_ray_tmpdir("rb") as ray_tmp:
         run = bench.run_job(command, bench.job_env(server.url, RAY_TMPDIR=ray_tmp), timeout_s=1800,
                             log_path=work / name / "log")
