@@ -134,3 +134,13 @@ def test_on_error_null_marks_the_rows_that_cannot_be_embedded(tmp_path: Path, cl
     got = by_id(table.filter(pc.is_valid(table.column("emb"))), "emb")
     want = embed_texts(MODEL, [row["text"] for row in good], 32)
     assert all(np.array_equal(got[row["id"]], vector) for row, vector in zip(good, want, strict=True))
+
+
+def test_a_limiter_of_that_name_with_other_limits_is_refused_by_name(tmp_path: Path, cluster, jina) -> None:
+    write_parquet(tmp_path / "corpus.parquet", corpus_rows(20), row_group_rows=20)
+    common = {"model": MODEL, "dimensions": 16, "text_column": "text", "output_column": "vector",
+              "api_base": jina.url, "limiter_name": "shared-key"}
+    first = pipeline(cluster, tmp_path / "corpus.parquet", tmp_path / "a", limits={"rpm": 1000}, **common)
+    assert "error" not in first, first
+    other = pipeline(cluster, tmp_path / "corpus.parquet", tmp_path / "b", limits={"rpm": 2000}, **common)
+    assert "embedder/embedder-limiter-shared-key already runs with" in other.get("error", ""), other
