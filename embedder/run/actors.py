@@ -15,6 +15,7 @@ import pyarrow as pa
 import ray
 
 from embedder.jina.embedding import Embedder
+from embedder.run import fault_hooks
 from embedder.run.limiter import Limits, SharedLimiter
 from embedder.run.worker import EmbedWorker, ShardOutcome, WorkerSettings
 from embedder.secrets import Secret
@@ -41,6 +42,7 @@ class SinkWriter:
 
     def write(self, shard_id: str, table: pa.Table) -> list[WriteReceipt]:
         self.ready()
+        fault_hooks.before_sink_write(shard_id)
         return write_to_sinks(self.sinks, shard_id, table)
 
     def commit(self, shard_ids: Sequence[str], expected_rows: int | None = None,

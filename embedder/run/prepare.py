@@ -26,6 +26,7 @@ from embedder.sinks.factory import build_sinks
 from embedder.source.checks import check_input
 from embedder.source.planning import JobPlan, build_plan, plan_digest
 from embedder.source.shards import Shard
+from embedder.storage import retry
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class PreparedJob:
 
 def prepare(config: JobConfig, options: RunOptions, out: TextIO) -> PreparedJob:
     started = time.time()
+    retries_before = retry.PROCESS.counts()  # this run's storage retries in this process start here
     key = api_key_or_fail(config)
     print("embedder: effective configuration (secrets masked):", file=out)
     print(json.dumps(config.to_display_dict(), indent=2, default=str), file=out)
@@ -85,7 +87,8 @@ def prepare(config: JobConfig, options: RunOptions, out: TextIO) -> PreparedJob:
         incremental = prepare_incremental(config, plan, ledger, content_key(config), out)
     progress = Progress(shards_total=len(plan.shards), rows_total=plan.rows, shards_skipped=len(skipped),
                         rows_skipped=sum(s.row_count for s in skipped), tpm_limit=config.limits.tpm)
-    tracker = ProgressTracker(progress, price_per_million_tokens=config.limits.price_per_million_tokens)
+    tracker = ProgressTracker(progress, price_per_million_tokens=config.limits.price_per_million_tokens,
+                              process_retries_base=retries_before)
     return PreparedJob(config=config, options=options, key=key, plan=plan, ledger=ledger, todo=todo,
                        incremental=incremental, sinks=build_sinks(config),
                        sink_info=sink_start_info(config, plan.sample),

@@ -14,15 +14,20 @@ from typing import TextIO
 
 from embedder import humanize
 from embedder.ledger import Progress, ShardStats
+from embedder.storage import retry
 
 
 class ProgressTracker:
     """Counts what finished shards report; derives rates, the ETA and the cost when asked for a snapshot."""
 
-    def __init__(self, progress: Progress, *, price_per_million_tokens: float) -> None:
+    def __init__(self, progress: Progress, *, price_per_million_tokens: float,
+                 process_retries_base: dict[str, int] | None = None) -> None:
         self.progress = progress
         self.price_per_million_tokens = price_per_million_tokens
         self.started = time.monotonic()
+        self.storage_retries = retry.RetryCounter(progress.storage_retries)
+        """Shards' storage retries (from their stats) and the ones of this process since it started counting."""
+        self._process_base = retry.PROCESS.counts() if process_retries_base is None else process_retries_base
 
     def count(self, stats: ShardStats) -> None:
         """One shard written and marked done."""
@@ -37,6 +42,7 @@ class ProgressTracker:
         p.tokens += stats.tokens
         p.requests += stats.requests
         p.retries += stats.retries
+        self.storage_retries.merge(stats.storage_retries)
 
     def snapshot(self) -> Progress:
         """The record with its rates brought up to date (the same object: cheap, and always current)."""
@@ -48,6 +54,9 @@ class ProgressTracker:
         p.cost_usd = round(p.tokens / 1e6 * self.price_per_million_tokens, 6)
         todo = p.rows_total - p.rows_skipped
         p.projected_cost_usd = round(p.cost_usd * todo / p.rows_done, 6) if p.rows_done else 0.0
+        merged = retry.RetryCounter(self.storage_retries.counts())
+        merged.merge(retry.PROCESS.since(self._process_base))
+        p.storage_retries = merged.counts()
         return p
 
 
@@ -61,7 +70,8 @@ def progress_line(p: Progress) -> str:
             f"{humanize.count(p.rows_total)} | docs {humanize.count(p.documents_done)} chunks "
             f"{humanize.count(p.chunks)} | {p.rows_per_s:,.0f} rows/s | {tpm} tok/min | 429s {p.rate_limited} "
             f"| retries {p.retries} | failed {p.documents_failed} | ETA {humanize.duration(p.eta_s)} "
-            f"| spent {humanize.dollars(p.cost_usd)} of ~{humanize.dollars(p.projected_cost_usd)} projected")
+            f"| spent {humanize.dollars(p.cost_usd)} of ~{humanize.dollars(p.projected_cost_usd)} projected"
+            + (f" | storage retries {sum(p.storage_retries.values())}" if p.storage_retries else ""))
 
 
 class ProgressDisplay:
