@@ -99,9 +99,14 @@ class S3FaultProxy:
                 self.reset_rate = reset_rate
 
     def stats(self) -> dict[str, int]:
-        """``requests`` and one count per fault kind injected (``slowdown``, ``reset_before``, ``reset_after``...)."""
+        """``requests`` and one count per fault kind injected (``slowdown``, ``reset_before``, ``reset_after``...),
+        plus failures of the server behind (``upstream_error``: no answer, ``upstream_5xx``)."""
         with self._lock:
             return dict(self._stats)
+
+    def _count(self, what: str) -> None:
+        with self._lock:
+            self._stats[what] += 1
 
     def _choose(self) -> str | None:
         """The fault for the next request, or ``None`` to pass it through."""
@@ -145,7 +150,14 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self._reply(status, [("Content-Type", "application/xml")],
                         b"" if self.command == "HEAD" else error_body(code, message, self.path))
             return
-        status, headers, payload = self._forward(body)
+        try:
+            status, headers, payload = self._forward(body)
+        except OSError as exc:  # the server itself failed: say so, as a gateway would, and count it
+            self.owner._count("upstream_error")
+            self._reply(502, [("Content-Type", "text/plain")], f"upstream: {exc}".encode())
+            return
+        if status >= 500:
+            self.owner._count("upstream_5xx")
         if fault == "reset_after":  # it ran on the server; the answer breaks off half way
             self._reply(status, headers, payload[: len(payload) // 2], length=len(payload))
             self._reset()
