@@ -6,6 +6,9 @@
     ├── LedgerError                 checkpoint refused (fingerprint mismatch, unreadable ledger)
     ├── SinkError                   a destination refused the data or its schema
     ├── TooManyFailures             more than limits.max_failed_fraction of the rows were dead-lettered
+    ├── StorageError                a file or object could not be read or written; names the operation and path
+    │   ├── StorageTransient        retried: 5xx, SlowDown, throttling, resets, timeouts
+    │   └── StoragePermanent        stops the job: not found, access denied, no space left, invalid data
     └── JinaError                   anything that went wrong talking to the embeddings API
         ├── TransientError          retried: 5xx, HTML bodies, timeouts, connection errors, malformed bodies
         │   └── RateLimited         429; carries the limit kind and Retry-After
@@ -44,6 +47,34 @@ class SinkError(EmbedderError):
 
 class TooManyFailures(EmbedderError):
     """More than ``limits.max_failed_fraction`` of the rows handled so far were dead-lettered: a systemic cause."""
+class StorageError(EmbedderError):
+    """A storage operation failed (see :mod:`embedder.storage.errors`, the one place that decides which kind).
+
+    ``operation`` is the named operation (``"part write"``, ``"shard read"``...), ``path`` the location shown to
+    people, ``reason`` the underlying error's text, ``attempts`` how often it was tried."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, operation: str = "", path: str = "", reason: str = "",
+                 attempts: int = 1) -> None:
+        super().__init__(message)
+        self.operation = operation
+        self.path = path
+        self.reason = reason
+        self.attempts = attempts
+
+    def __reduce__(self):  # keep the fields when Ray pickles the error across processes
+        return (_rebuild, (type(self), str(self), self.__dict__.copy()))
+
+
+class StorageTransient(StorageError):
+    """Worth retrying after a backoff: 5xx, SlowDown / throttling, a reset connection, a timeout."""
+
+    retryable = True
+
+
+class StoragePermanent(StorageError):
+    """Retrying cannot help: not found, access denied, no space left on the device, a file that is not valid."""
 
 
 class JinaError(EmbedderError):
@@ -63,7 +94,7 @@ class JinaError(EmbedderError):
         return (_rebuild, (type(self), str(self), self.__dict__.copy()))
 
 
-def _rebuild(cls: type[JinaError], message: str, state: dict) -> JinaError:
+def _rebuild(cls: type[JinaError] | type[StorageError], message: str, state: dict) -> EmbedderError:
     err = cls.__new__(cls)
     Exception.__init__(err, message)
     err.__dict__.update(state)

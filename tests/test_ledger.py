@@ -11,7 +11,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from embedder import storage
-from embedder.errors import LedgerError
+from embedder.errors import LedgerError, StoragePermanent
 from embedder.ledger import DEAD_LETTER_SCHEMA, DoneMarker, Heartbeat, Ledger, Progress, RunReport, ShardStats
 from embedder.ledger import checkpoint as ledger_module
 
@@ -129,7 +129,7 @@ def test_an_interrupted_marker_write_leaves_no_marker_and_no_temp_file(tmp_path,
         raise OSError("disk gone")
 
     monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError, match="disk gone"):
+    with pytest.raises(StoragePermanent, match=r"ledger marker failed for .*done/s1\.json: disk gone"):
         ledger.mark_done(done("s1", rows=1))
     monkeypatch.undo()
     assert ledger.done_ids() == set()

@@ -17,7 +17,7 @@ import pytest
 
 from embedder import storage
 from embedder.config import ParquetSinkConfig
-from embedder.errors import SinkError
+from embedder.errors import SinkError, StoragePermanent
 from embedder.ledger import DoneMarker, Ledger, ShardStats
 from embedder.sinks import ParquetSink, SinkStartInfo, WriteReceipt
 from embedder.sinks.parquet import read_manifest, read_manifest_dataset
@@ -67,7 +67,7 @@ def test_a_failed_write_keeps_the_old_part_and_leaves_no_temp_file(tmp_path, sin
         raise OSError("killed")
 
     monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(StoragePermanent, match=r"part write failed for .*part-s1\.parquet: killed"):
         sink.write("s1", table(100, 3))
     monkeypatch.undo()
     assert os.listdir(tmp_path / "out") == ["part-s1.parquet"]

@@ -23,13 +23,14 @@ The ledger stores no secrets: nothing here takes credentials, and every write re
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import os
 import socket
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -39,6 +40,8 @@ from embedder import storage
 from embedder.errors import LedgerError
 from embedder.ledger.guard import DEFAULT_SECRET_ENVS, check_no_secrets, redact_columns, redact_secrets
 from embedder.ledger.records import DEAD_LETTER_SCHEMA, DoneMarker, Heartbeat, RunReport
+from embedder.storage import retry
+from embedder.storage.retry import HEARTBEAT, LEDGER_MARKER, LEDGER_READ
 
 FINGERPRINT_FILE = "fingerprint.json"
 PLAN_FILE = "plan.json"
@@ -48,6 +51,7 @@ FAILED_DIR = "_failed"
 HISTORY_DIR = "_failed/history"
 HEARTBEAT_FILE = "heartbeat.json"
 REPORT_FILE = "run_report.json"
+T = TypeVar("T")
 INLINE_SHARD_IDS = 10_000
 """Plans with more shards keep their ids in ``plan_shards.parquet`` so ``plan.json`` stays small."""
 
@@ -66,6 +70,11 @@ class Ledger:
 
     def _guard(self, obj: Any, where: str) -> None:
         check_no_secrets(obj, where, self.secret_envs)
+
+    def _io(self, operation: str, name: str, fn: Callable[[], T]) -> T:
+        """``fn()`` as one storage operation on ``name`` (relative to the ledger): transient errors retried
+        within ``operation``'s limit (:mod:`embedder.storage.retry`), failures named with the path."""
+        return retry.call(operation, self._show(name), fn)
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -99,13 +108,16 @@ class Ledger:
         elif existing.get("fingerprint") != fingerprint:
             raise LedgerError(_mismatch_message(ledger.location, existing, fingerprint, fields))
         if restart or existing is None:
-            storage.ensure_dir(ledger.filesystem, ledger.root)
-            storage.write_json_atomic(ledger.filesystem, ledger._path(FINGERPRINT_FILE), {
-                "fingerprint": fingerprint, "fields": fields, "created_at": storage.now_iso(),
-                "embedder_version": _version(),
-            })
+            record = {"fingerprint": fingerprint, "fields": fields, "created_at": storage.now_iso(),
+                      "embedder_version": _version()}
+
+            def write_fingerprint() -> None:
+                storage.ensure_dir(ledger.filesystem, ledger.root)
+                storage.write_json_atomic(ledger.filesystem, ledger._path(FINGERPRINT_FILE), record)
+
+            ledger._io(LEDGER_MARKER, FINGERPRINT_FILE, write_fingerprint)
         for sub in (DONE_DIR, FAILED_DIR):
-            storage.ensure_dir(ledger.filesystem, ledger._path(sub))
+            ledger._io(LEDGER_MARKER, sub, functools.partial(storage.ensure_dir, ledger.filesystem, ledger._path(sub)))
         return ledger
 
     @classmethod
@@ -132,16 +144,17 @@ class Ledger:
 
     def _wipe(self) -> None:
         # markers first: they are the truth; whatever survives an interrupted wipe is redone or wiped again
-        storage.delete_dir_contents(self.filesystem, self._path(DONE_DIR))
-        storage.delete_dir_contents(self.filesystem, self._path(FAILED_DIR))
-        storage.delete_files(self.filesystem, [self._path(n) for n in (
-            REPORT_FILE, HEARTBEAT_FILE, PLAN_FILE, PLAN_SHARDS_FILE, FINGERPRINT_FILE)])
+        fs = self.filesystem
+        self._io(LEDGER_MARKER, DONE_DIR, lambda: storage.delete_dir_contents(fs, self._path(DONE_DIR)))
+        self._io(LEDGER_MARKER, FAILED_DIR, lambda: storage.delete_dir_contents(fs, self._path(FAILED_DIR)))
+        self._io(LEDGER_MARKER, "", lambda: storage.delete_files(fs, [self._path(n) for n in (
+            REPORT_FILE, HEARTBEAT_FILE, PLAN_FILE, PLAN_SHARDS_FILE, FINGERPRINT_FILE)]))
 
     # ------------------------------------------------------------------ done markers
     def done_ids(self) -> set[str]:
         """Ids of the finished shards: one listing of ``done/``, no file reads."""
-        return {name[:-5] for name in storage.list_files(self.filesystem, self._path(DONE_DIR))
-                if name.endswith(".json") and not name.startswith((".", "_"))}
+        names = self._io(LEDGER_READ, DONE_DIR, lambda: storage.list_files(self.filesystem, self._path(DONE_DIR)))
+        return {name[:-5] for name in names if name.endswith(".json") and not name.startswith((".", "_"))}
 
     def done_markers(self) -> list[DoneMarker]:
         """Every done marker, sorted by shard id (read in parallel)."""
@@ -167,18 +180,21 @@ class Ledger:
         failed_path = self._failed_path(shard_id)
         marker.stats.failed = 0 if dead_letters is None else dead_letters.num_rows
         data["failed"] = marker.stats.failed
+        fs, failed_name = self.filesystem, f"{FAILED_DIR}/{shard_id}.parquet"
         if marker.stats.failed:
             buf = pa.BufferOutputStream()
             rows = redact_columns(_conform(shard_id, dead_letters), ("reason",), self.secret_envs)  # the API's text
             pq.write_table(rows, buf, compression="zstd")
-            storage.write_atomic(self.filesystem, failed_path, buf.getvalue())
+            self._io(LEDGER_MARKER, failed_name, lambda: storage.write_atomic(fs, failed_path, buf.getvalue()))
         else:
-            storage.delete_files(self.filesystem, [failed_path])
-        storage.write_json_atomic(self.filesystem, self._marker_path(shard_id), data, indent=None)
+            self._io(LEDGER_MARKER, failed_name, lambda: storage.delete_files(fs, [failed_path]))
+        self._io(LEDGER_MARKER, f"{DONE_DIR}/{shard_id}.json", lambda: storage.write_json_atomic(
+            fs, self._marker_path(shard_id), data, indent=None))
 
     def forget(self, shard_ids: Iterable[str]) -> None:
         """Remove the done markers of ``shard_ids`` so the next run does them again (``--retry-failed``)."""
-        storage.delete_files(self.filesystem, [self._marker_path(storage.check_name(s)) for s in shard_ids])
+        paths = [self._marker_path(storage.check_name(s)) for s in shard_ids]
+        self._io(LEDGER_MARKER, DONE_DIR, lambda: storage.delete_files(self.filesystem, paths))
 
     # ------------------------------------------------------------------ dead letters
     def failed_rows(self) -> pa.Table:
@@ -186,7 +202,7 @@ class Ledger:
         paths = [self._failed_path(s) for s in sorted(self.failed_shard_ids())]
 
         def read(path: str) -> pa.Table | None:
-            data = storage.read_bytes(self.filesystem, path)
+            data = self._io(LEDGER_READ, FAILED_DIR, lambda: storage.read_bytes(self.filesystem, path))
             return None if data is None else pq.read_table(pa.BufferReader(data), schema=DEAD_LETTER_SCHEMA)
 
         tables = [t for t in storage.parallel_map(read, paths, storage.io_threads(self.filesystem)) if t is not None]
@@ -194,24 +210,28 @@ class Ledger:
 
     def failed_shard_ids(self) -> set[str]:
         """Finished shards that have dead-letter rows (one listing each of ``_failed/`` and ``done/``)."""
-        names = storage.list_files(self.filesystem, self._path(FAILED_DIR))
+        names = self._io(LEDGER_READ, FAILED_DIR, lambda: storage.list_files(self.filesystem, self._path(FAILED_DIR)))
         ids = {n[:-8] for n in names if n.endswith(".parquet") and not n.startswith((".", "_"))}
         return ids & self.done_ids()
 
     def retire_failed(self, shard_ids: Iterable[str]) -> list[str]:
         """Move the dead letters of ``shard_ids`` to ``_failed/history/``: kept for the record, no longer counted
         (their shards left the plan: the file was fixed or removed). Returns the shard ids moved."""
-        moved = []
-        for shard_id in shard_ids:
-            source = self._failed_path(storage.check_name(shard_id))
-            data = storage.read_bytes(self.filesystem, source)
-            if data is None:
-                continue
-            storage.ensure_dir(self.filesystem, self._path(HISTORY_DIR))
-            storage.write_atomic(self.filesystem, self._path(f"{HISTORY_DIR}/{shard_id}.parquet"), data)
-            storage.delete_files(self.filesystem, [source])
-            moved.append(shard_id)
-        return moved
+        return [shard_id for shard_id in shard_ids if self._retire_one(storage.check_name(shard_id))]
+
+    def _retire_one(self, shard_id: str) -> bool:
+        fs, source, target = self.filesystem, self._failed_path(shard_id), f"{HISTORY_DIR}/{shard_id}.parquet"
+        data = self._io(LEDGER_READ, FAILED_DIR, lambda: storage.read_bytes(fs, source))
+        if data is None:
+            return False
+
+        def copy() -> None:
+            storage.ensure_dir(fs, self._path(HISTORY_DIR))
+            storage.write_atomic(fs, self._path(target), data)
+
+        self._io(LEDGER_MARKER, target, copy)
+        self._io(LEDGER_MARKER, FAILED_DIR, lambda: storage.delete_files(fs, [source]))
+        return True
 
     # ------------------------------------------------------------------ plan, heartbeat, report
     def write_plan(self, summary: dict, shard_ids: list[str]) -> None:
@@ -224,9 +244,11 @@ class Ledger:
         else:
             buf = pa.BufferOutputStream()
             pq.write_table(pa.table({"shard_id": pa.array(shard_ids, pa.string())}), buf)
-            storage.write_atomic(self.filesystem, self._path(PLAN_SHARDS_FILE), buf.getvalue())
+            self._io(LEDGER_MARKER, PLAN_SHARDS_FILE, lambda: storage.write_atomic(
+                self.filesystem, self._path(PLAN_SHARDS_FILE), buf.getvalue()))
             plan["shard_ids_file"] = PLAN_SHARDS_FILE
-        storage.write_json_atomic(self.filesystem, self._path(PLAN_FILE), plan)
+        self._io(LEDGER_MARKER, PLAN_FILE, lambda: storage.write_json_atomic(self.filesystem, self._path(PLAN_FILE),
+                                                                             plan))
 
     def read_plan(self, *, include_shard_ids: bool = True) -> dict | None:
         """The latest plan, or ``None``. ``shard_ids`` is always a list when ``include_shard_ids``; without it
@@ -238,7 +260,7 @@ class Ledger:
         if not include_shard_ids:
             plan.pop("shard_ids", None)
         elif ids_file is not None:
-            data = storage.read_bytes(self.filesystem, self._path(ids_file))
+            data = self._io(LEDGER_READ, ids_file, lambda: storage.read_bytes(self.filesystem, self._path(ids_file)))
             if data is None:
                 raise LedgerError(f"{self._show(PLAN_FILE)} refers to missing {ids_file}")
             plan["shard_ids"] = pq.read_table(pa.BufferReader(data)).column("shard_id").to_pylist()
@@ -250,7 +272,8 @@ class Ledger:
         beat.host, beat.pid = socket.gethostname(), os.getpid()
         data = beat.to_dict()
         self._guard(data, HEARTBEAT_FILE)
-        storage.write_json_atomic(self.filesystem, self._path(HEARTBEAT_FILE), data, indent=None)
+        self._io(HEARTBEAT, HEARTBEAT_FILE, lambda: storage.write_json_atomic(
+            self.filesystem, self._path(HEARTBEAT_FILE), data, indent=None))
 
     def read_heartbeat(self) -> Heartbeat | None:
         data = self._read_json(HEARTBEAT_FILE)
@@ -262,7 +285,8 @@ class Ledger:
         report.error = redact_secrets(report.error, self.secret_envs)  # an error's text may quote anything
         data = report.to_dict()
         self._guard(data, REPORT_FILE)
-        storage.write_json_atomic(self.filesystem, self._path(REPORT_FILE), data)
+        self._io(LEDGER_MARKER, REPORT_FILE, lambda: storage.write_json_atomic(self.filesystem,
+                                                                               self._path(REPORT_FILE), data))
 
     def read_report(self) -> RunReport | None:
         data = self._read_json(REPORT_FILE)
@@ -283,11 +307,10 @@ class Ledger:
 
     def _read_json(self, name: str) -> Any | None:
         try:
-            return storage.read_json(self.filesystem, self._path(name))
+            data = self._io(LEDGER_READ, name, lambda: storage.read_bytes(self.filesystem, self._path(name)))
+            return None if data is None else json.loads(data)
         except ValueError as exc:
             raise LedgerError(f"{self._show(name)} is not valid JSON: {exc}") from exc
-        except OSError as exc:
-            raise LedgerError(f"cannot read {self._show(name)}: {exc}") from exc
 
     def __repr__(self) -> str:
         return f"Ledger({self.location!r})"

@@ -60,6 +60,9 @@ class Progress:
     retries: int = 0
     rate_limited: int = 0
     """429 answers the rate limiter saw."""
+    storage_retries: dict[str, int] = field(default_factory=dict)
+    """Transient storage errors retried, by operation (``shard read``, ``part write``, ``ledger marker``...): the
+    shards' reads and writes plus the driver's own ledger and heartbeat writes (``embedder.storage.retry``)."""
     elapsed_s: float = 0.0
     rows_per_s: float = 0.0
     tokens_last_minute: int = 0
@@ -103,6 +106,8 @@ class ShardStats:
     splits: int = 0
     read_s: float = 0.0
     seconds: float = 0.0
+    storage_retries: dict[str, int] = field(default_factory=dict)
+    """Transient storage errors retried for this shard (its read, its writes), by operation."""
 
     @property
     def retries(self) -> int:

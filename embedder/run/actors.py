@@ -16,7 +16,7 @@ import ray
 
 from embedder.errors import ConfigError
 from embedder.jina.embedding import Embedder
-from embedder.run import quiet
+from embedder.run import fault_hooks, quiet
 from embedder.run.budget import FailureBudget
 from embedder.run.limiter import Limits, SharedLimiter
 from embedder.run.worker import EmbedWorker, ShardOutcome, WorkerSettings
@@ -45,6 +45,7 @@ class SinkWriter:
 
     def write(self, shard_id: str, table: pa.Table) -> list[WriteReceipt]:
         self.ready()
+        fault_hooks.before_sink_write(shard_id)
         return write_to_sinks(self.sinks, shard_id, table)
 
     def commit(self, shard_ids: Sequence[str], expected_rows: int | None = None,

@@ -7,7 +7,11 @@ being written at once, which bounds memory whatever the corpus size.
 What can fail, and what happens:
 - a worker dies → Ray restarts it; its shard is given out again (and its half-finished work is lost, unpaid for
   only if the API had not answered yet);
-- the sink actor dies → Ray restarts it; the shard it was writing is written again from the same table;
+- the sink actor dies → Ray restarts it; the shard it was writing is written again from the same table, up to
+  ``SINK_WRITE_ATTEMPTS`` times in all, then the job stops naming the shard;
+- a storage error (``embedder.storage.errors``) → transient ones were retried where they happened; a shard whose
+  read still failed is tried again like any shard, a permanent one (not found, access denied, disk full) stops the
+  job naming the operation and the path; a failed heartbeat is logged and skipped;
 - a fatal API error (bad key, no balance, invalid request fields) → the job stops at once, keeping every shard
   already marked done;
 - a transient error that outlived the client's retries → the shard is tried again, up to ``SHARD_ATTEMPTS``;
@@ -35,6 +39,7 @@ from embedder.run.execution import RunOutcome
 from embedder.run.exits import fatal_message
 from embedder.run.progress import ProgressTracker
 from embedder.run.progress_display import ProgressDisplay
+from embedder.run.resilience import HeartbeatWriter, SinkDeaths, add_write_retries
 from embedder.run.worker import ShardOutcome
 from embedder.sinks.base import WriteReceipt
 from embedder.source.shards import Shard
@@ -46,6 +51,8 @@ SHARD_ATTEMPTS = 3
 LOST_WORKER_ATTEMPTS = 20
 """Times a shard is given out again because its worker died (a lost node takes several actors at once)."""
 LOST_WORKER_PAUSE_S = 5.0
+SINK_WRITE_ATTEMPTS = 3
+"""Times a shard's write is sent to the sink actor when the actor dies during it; then the job stops."""
 HEARTBEAT_S = 5.0
 ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError, WorkerCrashedError)
 
@@ -58,6 +65,8 @@ class _InFlight:
     outcome: ShardOutcome | None = None
     attempts: int = 1
     lost: int = 0
+    sink_lost: int = 0
+    write_number: int = 0
 
 
 def unwrap(exc: BaseException) -> BaseException:
@@ -83,6 +92,8 @@ class Driver:
         self._avoid_until = [0.0] * len(workers)  # a worker found lost gets no shard until it is back
         self._embedding: dict[Any, _InFlight] = {}  # outcome ObjectRef -> shard
         self._writing: dict[Any, _InFlight] = {}  # write ObjectRef -> shard
+        self._beats = HeartbeatWriter(ledger)  # a failed heartbeat is logged and skipped, never fatal
+        self._sink_deaths = SinkDeaths()
 
     # --- handing out work -------------------------------------------------------------------------------------
     def _submit(self, item: _InFlight) -> None:
@@ -95,6 +106,7 @@ class Driver:
         self._embedding[outcome_ref] = item
 
     def _write(self, item: _InFlight) -> None:
+        item.write_number = self._sink_deaths.submitted()
         self._writing[self.sink.write.remote(item.shard.shard_id, item.table_ref)] = item
 
     # --- results ----------------------------------------------------------------------------------------------
@@ -134,19 +146,32 @@ class Driver:
         except Exception as raw:
             exc = unwrap(raw)
             if isinstance(exc, ACTOR_LOST):
-                log.warning("sink actor lost while writing shard %s; writing it again", item.shard.shard_id)
-                self._write(item)  # the restarted sink gets the same table
+                self._on_sink_lost(item)
                 return
             raise exc from None
         for mine, receipt in zip(self.receipts, receipts, strict=True):
             mine.append(receipt)
         assert item.outcome is not None
         shard, stats = item.shard, item.outcome.stats
+        add_write_retries(stats, receipts)
         marker = DoneMarker(stats, file=shard.file.uri, row_start=shard.row_start, row_count=shard.row_count)
         dead = item.outcome.dead_letters
         self.ledger.mark_done(marker, dead if dead.num_rows else None)
         self.tracker.count(stats)
         item.table_ref = None  # let the object store free the vectors
+
+    def _on_sink_lost(self, item: _InFlight) -> None:
+        # charged to the write the actor was running when it died, not to those queued behind it
+        pending = [(w.write_number, w) for w in (item, *self._writing.values())]
+        victim = self._sink_deaths.charge(item.write_number, pending)
+        if victim is not None:
+            victim.sink_lost += 1
+            if victim.sink_lost >= SINK_WRITE_ATTEMPTS:
+                raise SinkError(f"the sink actor died {victim.sink_lost} times while writing shard "
+                                f"{victim.shard.shard_id} ({victim.shard.describe()}); stopping (finished shards "
+                                "are kept; see the sink actor's log for why it died)")
+        log.warning("sink actor lost while writing shard %s; writing it again", item.shard.shard_id)
+        self._write(item)  # the restarted sink gets the same table
 
     def _retry(self, item: _InFlight, queue: deque[_InFlight], reason: str) -> None:
         if item.attempts >= SHARD_ATTEMPTS:
@@ -180,7 +205,7 @@ class Driver:
             raise stop_error(verdict)
 
     def _heartbeat(self, *, final: bool = False) -> None:
-        self.ledger.write_heartbeat(Heartbeat(self.tracker.snapshot(), final=final))
+        self._beats.write(Heartbeat(self.tracker.snapshot(), final=final))
 
     # --- the loop ---------------------------------------------------------------------------------------------
     def run(self, shards: list[Shard]) -> RunOutcome:

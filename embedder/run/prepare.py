@@ -27,6 +27,7 @@ from embedder.sinks.factory import build_sinks
 from embedder.source.checks import check_input
 from embedder.source.planning import JobPlan, build_plan, plan_digest
 from embedder.source.shards import Shard
+from embedder.storage import retry
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class PreparedJob:
 
 def prepare(config: JobConfig, options: RunOptions, out: TextIO) -> PreparedJob:
     started = time.time()
+    retries_before = retry.PROCESS.counts()  # this run's storage retries in this process start here
     key = api_key_or_fail(config)
     print("embedder: effective configuration (secrets masked):", file=out)
     print(json.dumps(config.to_display_dict(), indent=2, default=str), file=out)
@@ -78,14 +80,14 @@ def prepare(config: JobConfig, options: RunOptions, out: TextIO) -> PreparedJob:
                          restart=options.restart, storage_options=config.storage_options,
                          secret_envs=config.secret_envs)
     try:
-        return _prepare_with(config, options, out, started, key, plan, ledger)
+        return _prepare_with(config, options, out, started, key, plan, ledger, retries_before)
     except BaseException as exc:  # refused before any shard was tried: the report says why
         report_refusal(config, ledger, started, exc)
         raise
 
 
 def _prepare_with(config: JobConfig, options: RunOptions, out: TextIO, started: float, key: Secret,
-                  plan: JobPlan, ledger: Ledger) -> PreparedJob:
+                  plan: JobPlan, ledger: Ledger, retries_before: dict[str, int]) -> PreparedJob:
     _check_ids_once(config, plan, ledger)
     todo, skipped = _todo(plan, ledger, retry_failed=options.retry_failed)
     print(f"embedder: {len(plan.shards)} shards, {plan.rows:,} rows; {len(skipped)} shards already done, "
@@ -95,7 +97,8 @@ def _prepare_with(config: JobConfig, options: RunOptions, out: TextIO, started: 
         incremental = prepare_incremental(config, plan, ledger, content_key(config), out)
     progress = Progress(shards_total=len(plan.shards), rows_total=plan.rows, shards_skipped=len(skipped),
                         rows_skipped=sum(s.row_count for s in skipped), tpm_limit=config.limits.tpm)
-    tracker = ProgressTracker(progress, price_per_million_tokens=config.limits.price_per_million_tokens)
+    tracker = ProgressTracker(progress, price_per_million_tokens=config.limits.price_per_million_tokens,
+                              process_retries_base=retries_before)
     return PreparedJob(config=config, options=options, key=key, plan=plan, ledger=ledger, todo=todo,
                        incremental=incremental, sinks=build_sinks(config),
                        sink_info=sink_start_info(config, plan.sample),

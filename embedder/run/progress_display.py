@@ -42,6 +42,9 @@ def figures(p: ProgressRecord) -> list[str]:
     parts = [tpm, f"429s {p.rate_limited}", f"retries {p.retries}", f"failed {p.documents_failed}",
              f"ETA {humanize.duration(p.eta_s)}",
              f"spent {humanize.dollars(p.cost_usd)} · projected total {humanize.dollars(p.projected_cost_usd)}"]
+    storage_retries = sum(p.storage_retries.values())
+    if storage_retries:
+        parts.append(f"storage retries {storage_retries}")
     waiting = shards_waiting_on_sink(p)
     if waiting:
         parts.append(f"sink lagging: {waiting} shard{'s' if waiting != 1 else ''} waiting")

@@ -13,6 +13,8 @@ from embedder.sinks.base import CommitReceipt
 
 
 def build_report(job: PreparedJob, outcome: RunOutcome, commits: list[CommitReceipt]) -> RunReport:
+    for commit in commits:  # the commit's storage retries (counted in the sink actor) count too
+        job.tracker.storage_retries.merge(commit.extra.get("storage_retries") or {})
     progress = job.tracker.snapshot()
     elapsed = time.time() - job.started
     minutes = elapsed / 60.0  # at least one: the quota's window (a shorter run's rate is a burst)

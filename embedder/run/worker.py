@@ -29,6 +29,7 @@ from embedder.secrets import Secret
 from embedder.source.documents import Documents, build_documents, document_hash
 from embedder.source.reader import read_shard
 from embedder.source.shards import Shard
+from embedder.storage import retry
 
 
 @dataclass
@@ -65,7 +66,9 @@ class EmbedWorker:
         """The shard's output table (for the sinks), and its stats and dead letters (for the ledger)."""
         started = time.perf_counter()
         config = self.settings.config
-        rows = await asyncio.to_thread(read_shard, shard, config.source, storage_options=config.storage_options)
+        retries = retry.RetryCounter()  # this shard's storage retries, reported in its stats
+        rows = await asyncio.to_thread(read_shard, shard, config.source, storage_options=config.storage_options,
+                                       counter=retries)
         read_s = time.perf_counter() - started
         documents = await asyncio.to_thread(build_documents, rows, config)
         copies = await asyncio.to_thread(self._copies, shard, rows, documents)
@@ -88,7 +91,7 @@ class EmbedWorker:
             tokens=result.tokens if result else 0, requests=result.requests if result else 0,
             attempts=result.attempts if result else 0, rate_limited=result.rate_limited if result else 0,
             splits=result.splits if result else 0, read_s=round(read_s, 3),
-            seconds=round(time.perf_counter() - started, 3))
+            seconds=round(time.perf_counter() - started, 3), storage_retries=retries.counts())
         return table, ShardOutcome(stats, dead_letters(rows, shard, documents, embedded.failures))
 
     def _get_budget(self) -> Any | None:

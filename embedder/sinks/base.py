@@ -43,6 +43,8 @@ class WriteReceipt:
     rows: int
     bytes: int
     location: str
+    storage_retries: dict[str, int] = field(default_factory=dict)
+    """Transient storage errors retried while writing it, by operation (``{"part write": 2}``)."""
 
 
 @dataclass(frozen=True)

@@ -41,14 +41,16 @@ from embedder.sinks.base import (
     stored_columns,
 )
 from embedder.sinks.milvus_bm25 import TEXT_FIELD, add_bm25_index, check_bm25
+from embedder.storage import retry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-WRITE_ATTEMPTS = 5
-"""Tries of one upsert / flush / load when Milvus answers with a transient error (unavailable, rate limited)."""
-BACKOFF_BASE_S = 0.5
-BACKOFF_MAX_S = 8.0
+WRITE_ATTEMPTS = retry.LIMITS[retry.MILVUS_CALL].attempts
+"""Tries of one upsert / flush / load when Milvus answers with a transient error (unavailable, rate limited):
+the named limit ``milvus call`` of :mod:`embedder.storage.retry`."""
+BACKOFF_BASE_S = retry.LIMITS[retry.MILVUS_CALL].base_s
+BACKOFF_MAX_S = retry.LIMITS[retry.MILVUS_CALL].max_s
 RPC_TIMEOUT_S = 300.0
 """Bound of one call, pymilvus' own reconnect retries included (they would otherwise go on for minutes)."""
 CONNECT_TIMEOUT_S = 30.0
@@ -166,6 +168,8 @@ class MilvusSink(Sink):
         self._fields: list[ms.FieldSpec] = []
         self._described: dict[str, Any] = {}
         self._written: dict[str, int] = {}  # shard id -> rows, for shards written by this object (or receipts)
+        self.retries = retry.RetryCounter()
+        """Milvus calls retried (operation ``milvus call``); each write's share goes into its receipt."""
 
     @property
     def location(self) -> str:
@@ -206,12 +210,13 @@ class MilvusSink(Sink):
         table = stored_columns(table, store_text=self.config.store_text)
         check_vector_column(table, info.dimensions)
         encoded = ms.encode_table(table, self._fields, shard_id)
+        before = self.retries.counts()
         for start, stop in ms.split_by_bytes(encoded.row_bytes, self.config.batch_bytes):
             self._call(f"upsert of shard {shard_id} (rows {start}..{stop - 1})",
                        functools.partial(self._upsert, encoded, start, stop))
         self._written[shard_id] = table.num_rows
         return WriteReceipt(shard_id=shard_id, rows=table.num_rows, bytes=int(encoded.row_bytes.sum()),
-                            location=self.location)
+                            location=self.location, storage_retries=self.retries.since(before))
 
     def commit(self, shard_ids: Sequence[str], receipts: Iterable[WriteReceipt] = (), *,
                expected_rows: int | None = None) -> CommitReceipt:
@@ -363,6 +368,7 @@ class MilvusSink(Sink):
                     raise SinkError(f"{self.where}: {what} failed{tries}: {describe_error(exc)}") from None
                 delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
                 log.warning("%s: %s failed (%s); retrying in %.1fs", self.where, what, describe_error(exc), delay)
+                self.retries.add(retry.MILVUS_CALL)
                 _sleep(delay)
         raise AssertionError("unreachable")
 

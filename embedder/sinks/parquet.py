@@ -48,6 +48,8 @@ from embedder.sinks.base import (
     check_vector_column,
     stored_columns,
 )
+from embedder.storage import retry
+from embedder.storage.retry import MANIFEST, PART_WRITE, RetryCounter
 
 MANIFEST_FILE = "_manifest.json"
 VERSIONS_DIR = "_manifests"
@@ -87,7 +89,7 @@ class ParquetSink(Sink):
             raise SinkError(f"dimensions must be positive, got {info.dimensions}")
         self._info = info
         fs, root = self._open()
-        storage.ensure_dir(fs, root)
+        retry.call(MANIFEST, storage.uri(fs, root), lambda: storage.ensure_dir(fs, root))
 
     def write(self, shard_id: str, table: pa.Table) -> WriteReceipt:
         info = self._started()
@@ -115,9 +117,11 @@ class ParquetSink(Sink):
         data = buf.getvalue()
         fs, root = self._open()
         path = storage.join(root, part_name(shard_id))
-        storage.write_atomic(fs, path, data)
+        retries = RetryCounter()
+        retry.call(PART_WRITE, storage.uri(fs, path), lambda: storage.write_atomic(fs, path, data), counter=retries)
         self._written[shard_id] = table.num_rows
-        return WriteReceipt(shard_id=shard_id, rows=table.num_rows, bytes=data.size, location=storage.uri(fs, path))
+        return WriteReceipt(shard_id=shard_id, rows=table.num_rows, bytes=data.size, location=storage.uri(fs, path),
+                            storage_retries=retries.counts())
 
     def commit(self, shard_ids: Sequence[str], receipts: Iterable[WriteReceipt] = (), *,
                expected_rows: int | None = None) -> CommitReceipt:
@@ -130,16 +134,21 @@ class ParquetSink(Sink):
         for receipt in receipts:
             self._written[receipt.shard_id] = receipt.rows
         fs, root = self._open()
+        retries = RetryCounter()
+
+        def io(what: str, fn: Any) -> Any:  # one manifest-step storage operation, retried and counted
+            return retry.call(MANIFEST, storage.uri(fs, storage.join(root, what)), fn, counter=retries)
+
         wanted = sorted(set(shard_ids))
-        names = storage.list_files(fs, root)
+        names = io("", lambda: storage.list_files(fs, root))
         present = {m.group(1): n for n in names if (m := _PART.match(n))}
         missing = [s for s in wanted if s not in present]
         if missing:
             raise SinkError(f"{len(missing)} planned shard(s) have no part file in {storage.uri(fs, root)}, "
                             f"e.g. {', '.join(missing[:5])}")
-        rows = self._row_counts(wanted)
+        rows = self._row_counts(wanted, retries)
         manifest_path = storage.join(root, MANIFEST_FILE)
-        previous = storage.read_json(fs, manifest_path) or {}
+        previous = io(MANIFEST_FILE, lambda: storage.read_json(fs, manifest_path)) or {}
         manifest = {
             "version": 1, "dataset_version": int(previous.get("dataset_version", 0)) + 1,
             "fingerprint": info.fingerprint, "model": info.model, "task": info.task,
@@ -148,17 +157,22 @@ class ParquetSink(Sink):
             "created_at": storage.now_iso(),
         }
         history = storage.join(root, VERSIONS_DIR)
-        storage.ensure_dir(fs, history)
-        storage.write_json_atomic(fs, storage.join(history, f"v{manifest['dataset_version']:06d}.json"), manifest,
-                                 indent=1)
-        storage.write_json_atomic(fs, manifest_path, manifest, indent=1)
+        version = storage.join(history, f"v{manifest['dataset_version']:06d}.json")
+
+        def write_version() -> None:
+            storage.ensure_dir(fs, history)
+            storage.write_json_atomic(fs, version, manifest, indent=1)
+
+        io(version, write_version)
+        io(MANIFEST_FILE, lambda: storage.write_json_atomic(fs, manifest_path, manifest, indent=1))
         # only now that the new version is readable do the parts only the old one listed go
         keep = set(wanted)
         stale = [n for s, n in present.items() if s not in keep]
         stale += [n for n in names if n.startswith(storage.TMP_PREFIX)]
-        storage.delete_files(fs, [storage.join(root, n) for n in stale])
+        io("", lambda: storage.delete_files(fs, [storage.join(root, n) for n in stale]))
         return CommitReceipt(rows=sum(rows.values()), parts=len(wanted), location=storage.uri(fs, root),
-                             extra={"manifest": storage.uri(fs, manifest_path), "deleted_files": len(stale)})
+                             extra={"manifest": storage.uri(fs, manifest_path), "deleted_files": len(stale),
+                                    "storage_retries": retries.counts()})
 
     def abort(self) -> None:
         # parts already written are complete and named by shard: a resumed run keeps or replaces them
@@ -185,7 +199,7 @@ class ParquetSink(Sink):
             options["column_encoding"] = {_VECTOR_LEAF: "BYTE_STREAM_SPLIT"}
         return options
 
-    def _row_counts(self, shard_ids: list[str]) -> dict[str, int]:
+    def _row_counts(self, shard_ids: list[str], retries: RetryCounter) -> dict[str, int]:
         fs, root = self._open()
         fingerprint = self._started().fingerprint
         unknown = [s for s in shard_ids if s not in self._written]
@@ -193,7 +207,8 @@ class ParquetSink(Sink):
         def footer_rows(shard_id: str) -> int:
             path = storage.join(root, part_name(shard_id))
             os_path = storage.local_path(fs, path)
-            meta = pq.read_metadata(os_path) if os_path is not None else pq.read_metadata(path, filesystem=fs)
+            meta = retry.call(MANIFEST, storage.uri(fs, path), lambda: pq.read_metadata(os_path) if os_path is not None
+                              else pq.read_metadata(path, filesystem=fs), counter=retries)
             kv = meta.metadata or {}
             written_by = kv.get(b"embedder.fingerprint", b"").decode()
             if written_by != fingerprint:

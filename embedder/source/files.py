@@ -16,6 +16,7 @@ import pyarrow.fs as pafs
 
 from embedder import storage
 from embedder.errors import ConfigError, InputError
+from embedder.storage import retry
 
 FORMATS = ("parquet", "jsonl", "csv", "arrow")
 
@@ -128,7 +129,7 @@ def discover_files(path: str, format: str | None = None, *,
         raise ConfigError(f"source.format: unknown format {format!r}; expected one of {', '.join(FORMATS)}")
     fs, fs_path = storage.resolve(path, storage_options)
     files = []
-    for info in _list(fs, fs_path, path):
+    for info in retry.call(retry.PLANNING, path, lambda: _list(fs, fs_path, path)):
         uri = storage.uri(fs, info.path)
         inferred = infer_format(info.path)
         if format is None and inferred is None:

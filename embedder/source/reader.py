@@ -29,13 +29,17 @@ from embedder.config import SourceConfig
 from embedder.errors import InputError
 from embedder.source import neighbours
 from embedder.source.shards import Shard, row_ends
+from embedder.storage import retry
+from embedder.storage.errors import is_storage_fault
 
 
 def _read_raw(shard: Shard, source: SourceConfig, columns: list[str], filesystem: pafs.FileSystem | None,
-              storage_options: dict[str, Any] | None) -> pa.Table:
+              storage_options: dict[str, Any] | None, counter: retry.RetryCounter | None = None) -> pa.Table:
     fs, path = storage.resolve(shard.file.uri, storage_options, filesystem=filesystem)
-    read = {"parquet": _read_parquet, "arrow": _read_ipc, "jsonl": _read_jsonl, "csv": _read_csv}
-    raw = read[shard.file.format](shard, fs, path, columns, source)
+    read = {"parquet": _read_parquet, "arrow": _read_ipc, "jsonl": _read_jsonl, "csv": _read_csv}[shard.file.format]
+    # the whole read is one operation: a transient storage error reads it again (see embedder.storage.retry)
+    raw = retry.call(retry.SHARD_READ, shard.file.uri, lambda: read(shard, fs, path, columns, source),
+                     counter=counter)
     if raw.num_rows != shard.row_count:
         raise InputError(f"{shard.describe()}: expected {shard.row_count} rows, read {raw.num_rows}; did the file "
                          "change after planning (or hold two JSON objects on one line)?")
@@ -43,11 +47,11 @@ def _read_raw(shard: Shard, source: SourceConfig, columns: list[str], filesystem
 
 
 def read_keys(shard: Shard, source: SourceConfig, *, filesystem: pafs.FileSystem | None = None,
-              storage_options: dict[str, Any] | None = None) -> pa.Table:
+              storage_options: dict[str, Any] | None = None, counter: retry.RetryCounter | None = None) -> pa.Table:
     """Only the shard's own rows' ``id`` (checked like :func:`read_shard` does), ``_row`` and, for pre-chunked
     input, ``_document``: for the checks of the whole input."""
     columns = list(dict.fromkeys([source.id_column, *([source.document_column] if source.document_column else [])]))
-    raw = _read_raw(shard, source, columns, filesystem, storage_options)
+    raw = _read_raw(shard, source, columns, filesystem, storage_options, counter)
     keys = {"id": _ids(raw[source.id_column], source, shard),
             "_row": pa.array(np.arange(shard.row_start, shard.row_end, dtype=np.int64))}
     if source.document_column is not None:
@@ -56,12 +60,13 @@ def read_keys(shard: Shard, source: SourceConfig, *, filesystem: pafs.FileSystem
 
 
 def read_shard(shard: Shard, source: SourceConfig, *, filesystem: pafs.FileSystem | None = None,
-               storage_options: dict[str, Any] | None = None) -> pa.Table:
+               storage_options: dict[str, Any] | None = None, counter: retry.RetryCounter | None = None) -> pa.Table:
     """The shard's rows as ``id, text, <passthrough...>, _row`` (pre-chunked input: also ``_document`` and
-    ``_chunk_order``, and the rows of the documents that start in the shard); see the module docstring."""
-    table = _rows(shard, source, filesystem, storage_options)
+    ``_chunk_order``, and the rows of the documents that start in the shard); see the module docstring.
+    Transient storage errors are retried (counted in ``counter``); a permanent one is a ``StoragePermanent``."""
+    table = _rows(shard, source, filesystem, storage_options, counter)
     if source.document_column is not None:
-        table = _own_documents(shard, source, table, filesystem, storage_options)
+        table = _own_documents(shard, source, table, filesystem, storage_options, counter)
     duplicates = repeated_ids(table["id"])
     if duplicates:
         value, positions = duplicates[0]
@@ -74,8 +79,8 @@ def read_shard(shard: Shard, source: SourceConfig, *, filesystem: pafs.FileSyste
 
 
 def _rows(shard: Shard, source: SourceConfig, filesystem: pafs.FileSystem | None,
-          storage_options: dict[str, Any] | None) -> pa.Table:
-    raw = _read_raw(shard, source, list(source.read_columns), filesystem, storage_options)
+          storage_options: dict[str, Any] | None, counter: retry.RetryCounter | None = None) -> pa.Table:
+    raw = _read_raw(shard, source, list(source.read_columns), filesystem, storage_options, counter)
     uri = shard.file.uri
     out = {"id": _ids(raw[source.id_column], source, shard),
            "text": (_text_column(raw[source.text_column], source.text_column, uri) if source.text_column
@@ -90,13 +95,13 @@ def _rows(shard: Shard, source: SourceConfig, filesystem: pafs.FileSystem | None
 
 
 def _own_documents(shard: Shard, source: SourceConfig, table: pa.Table, filesystem: pafs.FileSystem | None,
-                   storage_options: dict[str, Any] | None) -> pa.Table:
+                   storage_options: dict[str, Any] | None, counter: retry.RetryCounter | None) -> pa.Table:
     """Drop the leading rows of a document that began before the shard; add the rows after it that finish its
     last document: a shard owns the documents that start in its range."""
     fs, path = storage.resolve(shard.file.uri, storage_options, filesystem=filesystem)
     before = neighbours.previous_row(shard, fs, path)
     if before is not None and table.num_rows:
-        previous = _rows(before, source, fs, None)["_document"][0]
+        previous = _rows(before, source, fs, None, counter)["_document"][0]
         continues = pc.equal(table["_document"], previous).to_numpy(zero_copy_only=False)
         keep = int(np.argmin(continues)) if not continues.all() else table.num_rows
         table = table.slice(keep)
@@ -105,7 +110,7 @@ def _own_documents(shard: Shard, source: SourceConfig, table: pa.Table, filesyst
     last = table["_document"][table.num_rows - 1]
     extra = []
     for block in neighbours.following(shard, fs, path):
-        rows = _rows(block, source, fs, None).cast(table.schema)
+        rows = _rows(block, source, fs, None, counter).cast(table.schema)
         same = pc.equal(rows["_document"], last).to_numpy(zero_copy_only=False)
         run = int(np.argmin(same)) if not same.all() else rows.num_rows
         extra.append(rows.slice(0, run))
@@ -219,6 +224,8 @@ def _read_parquet(shard: Shard, fs: pafs.FileSystem, path: str, columns: list[st
         try:
             parquet = pq.ParquetFile(handle)
         except (pa.ArrowException, OSError) as exc:
+            if is_storage_fault(exc):
+                raise
             raise InputError(f"not a valid Parquet file: {uri}: {exc}") from exc
         _check_columns(shard, parquet.schema_arrow.names, columns, source)
         offset = shard.row_start - shard.group_row_start
@@ -228,6 +235,8 @@ def _read_parquet(shard: Shard, fs: pafs.FileSystem, path: str, columns: list[st
                 return _read_group_slice(parquet, shard, columns, offset)
             table = parquet.read_row_groups(list(shard.row_groups), columns=columns)
         except (pa.ArrowException, OSError) as exc:
+            if is_storage_fault(exc):
+                raise
             raise InputError(f"{shard.describe()}: cannot read Parquet data: {exc}") from exc
     return table.slice(offset, shard.row_count)
 
@@ -258,6 +267,8 @@ def _read_ipc(shard: Shard, fs: pafs.FileSystem, path: str, columns: list[str], 
             reader = pa.ipc.open_file(handle, options=only)
             table = pa.Table.from_batches([reader.get_batch(i) for i in shard.row_groups], schema=reader.schema)
     except (pa.ArrowException, OSError) as exc:
+        if is_storage_fault(exc):
+            raise
         raise InputError(f"{shard.describe()}: not a valid Arrow IPC file: {exc}") from exc
     return table.select(columns).slice(shard.row_start - shard.group_row_start, shard.row_count)
 

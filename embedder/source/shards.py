@@ -33,6 +33,8 @@ import pyarrow.parquet as pq
 from embedder import storage
 from embedder.errors import ConfigError, InputError
 from embedder.source.files import SourceFile
+from embedder.storage import retry
+from embedder.storage.errors import is_storage_fault
 
 SCAN_BLOCK = 8 << 20
 """Bytes per read while scanning text files: large enough for numpy to dominate, small enough for memory."""
@@ -100,7 +102,7 @@ def plan_shards(files: list[SourceFile], shard_rows: int, *, filesystem: pafs.Fi
         if file.size == 0:
             return []
         planner = {"parquet": _plan_parquet, "arrow": _plan_ipc}.get(file.format, _plan_text)
-        return planner(file, fs, path, shard_rows)
+        return retry.call(retry.PLANNING, file.uri, lambda: planner(file, fs, path, shard_rows))
 
     with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(files) or 1))) as pool:
         return [shard for shards in pool.map(plan_one, files) for shard in shards]
@@ -154,6 +156,8 @@ def _plan_parquet(file: SourceFile, fs: pafs.FileSystem, path: str, shard_rows: 
         with fs.open_input_file(path) as handle:
             meta = pq.read_metadata(handle)
     except (pa.ArrowException, OSError) as exc:
+        if is_storage_fault(exc):
+            raise
         raise InputError(f"not a valid Parquet file: {file.uri}: {exc}") from exc
     groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
     sizes = [sum(g.column(c).total_compressed_size for c in range(g.num_columns)) for g in groups]
@@ -165,6 +169,8 @@ def _plan_ipc(file: SourceFile, fs: pafs.FileSystem, path: str, shard_rows: int)
         with fs.open_input_file(path) as handle:
             batches = ipc_batch_rows(handle, file.size)
     except (pa.ArrowException, OSError, ValueError, struct.error) as exc:
+        if is_storage_fault(exc):
+            raise
         raise InputError(f"not a valid Arrow IPC file: {file.uri}: {exc}") from exc
     return _pack_groups(file, [r for r, _ in batches], [b for _, b in batches], shard_rows)
 

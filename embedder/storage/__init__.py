@@ -2,6 +2,8 @@
 
 One resolver turns a path or URI into a filesystem (:mod:`.locations`); small helpers write atomically, read,
 list and delete (:mod:`.files`). The source, the sinks, the ledger and incremental runs all go through here.
+What a failure means (transient or permanent) is decided in one place (:mod:`.errors`); transient ones are retried
+with backoff under named limits and counted (:mod:`.retry`).
 
 May import: ``embedder.errors`` and third-party I/O libraries (pyarrow). Nothing else of embedder.
 """

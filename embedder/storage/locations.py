@@ -6,6 +6,10 @@ A location is a local path (made absolute), ``file:///...``, or a URI such as ``
 the endpoint comes from ``options["endpoint_override"]``, then ``$AWS_ENDPOINT_URL_S3``, then
 ``$AWS_ENDPOINT_URL``; it may be written as a URL (``http://127.0.0.1:9000``).
 
+S3 filesystems are built with pyarrow's own retries off (:data:`PYARROW_S3_ATTEMPTS`): a SlowDown, a 5xx or a
+reset connection reaches :mod:`embedder.storage.retry`, which waits, retries and counts it (given explicitly,
+``options["retry_strategy"]`` wins).
+
 Remote filesystems are built once per process and options: building an ``S3FileSystem`` resolves credentials,
 which is slow, and every shard of a job reads through the same one.
 """
@@ -27,6 +31,8 @@ _CACHE: dict[tuple[str, str], pafs.FileSystem] = {}
 _CACHE_LOCK = threading.Lock()
 _LOCAL = pafs.LocalFileSystem()
 _SCHEMES = {"s3": "s3://", "gcs": "gs://", "hdfs": "hdfs://"}
+PYARROW_S3_ATTEMPTS = 1
+"""Tries of one S3 request inside pyarrow (the AWS SDK's standard strategy): 1, so our layer does the retrying."""
 
 
 def resolve(location: str, options: Mapping[str, Any] | None = None, *,
@@ -63,13 +69,21 @@ def _remote(location: str, scheme: str, options: dict[str, Any]) -> tuple[pafs.F
             options.setdefault("scheme", parts.scheme)
         if not options:  # from_uri also finds the bucket's region, which S3FileSystem() would not
             bucket = urlsplit(location).netloc
-            return _cached(f"s3:{bucket}", {}, lambda: pafs.FileSystem.from_uri(f"s3://{bucket}")[0]), \
-                strip_scheme(location)
-        return _cached("s3", options, lambda: pafs.S3FileSystem(**options)), strip_scheme(location)
+            return _cached(f"s3:{bucket}", {}, lambda: _s3_in_region_of(bucket)), strip_scheme(location)
+        return _cached("s3", options, lambda: pafs.S3FileSystem(**_without_retries(options))), strip_scheme(location)
     if scheme in ("gs", "gcs") and options:
         return _cached("gs", options, lambda: pafs.GcsFileSystem(**options)), strip_scheme(location)
     fs, path = pafs.FileSystem.from_uri(location)
     return fs, path
+
+
+def _without_retries(options: dict[str, Any]) -> dict[str, Any]:
+    return {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=PYARROW_S3_ATTEMPTS), **options}
+
+
+def _s3_in_region_of(bucket: str) -> pafs.FileSystem:
+    found = pafs.FileSystem.from_uri(f"s3://{bucket}")[0]
+    return pafs.S3FileSystem(**_without_retries({"region": getattr(found, "region", None) or "us-east-1"}))
 
 
 def _cached(key: str, options: Mapping[str, Any], make: Callable[[], pafs.FileSystem]) -> pafs.FileSystem:
