@@ -7,28 +7,24 @@ exactly once with the vector the API returns for its text (or in the dead-letter
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 from jobtools import (
-    PYTHON,
     assert_exact_output,
     corpus_rows,
     ledger,
     read_manifest,
     run_cli,
-    wait_for,
     write_mixed_corpus,
     write_parquet,
 )
+from s3tools import S3_ENV, moto_server, s3_filesystem
 
-from embedder.testing import cli_env, free_port, kill_process_group, small_job
+from embedder.testing import cli_env, small_job
 
 pytestmark = pytest.mark.slow
 
@@ -141,40 +137,15 @@ def test_null_and_empty_texts_are_dead_lettered_and_retried(tmp_path: Path, jina
 @pytest.fixture
 def s3_server(tmp_path: Path) -> Iterator[str]:
     """moto's S3 server on a loopback port, in a subprocess; yields its endpoint URL."""
-    port = free_port()
-    log = open(tmp_path / "moto.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([PYTHON, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                            env={**os.environ, **S3_ENV})
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _port_open(port) or proc.poll() is not None, timeout=60, what="moto to listen")
-        assert proc.poll() is None, (tmp_path / "moto.log").read_text()
+    with moto_server(tmp_path) as endpoint:
         yield endpoint
-    finally:
-        kill_process_group(proc.pid, grace_s=5)
-        log.close()
-
-
-S3_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
-          "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
-
-
-def _port_open(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.mark.parametrize("endpoint_from", ["environment", "job file"])
 def test_s3_input_output_and_checkpoint(tmp_path: Path, jina, api_key, ray_tmp, s3_server, endpoint_from) -> None:
     """Acceptance 6: Parquet input on s3://, output and checkpoint on s3:// (moto on loopback); the endpoint
     given as $AWS_ENDPOINT_URL or as source.s3_endpoint in the job file."""
-    fs = pafs.S3FileSystem(access_key="test", secret_key="test", region="us-east-1",
-                           endpoint_override=s3_server.removeprefix("http://"), scheme="http",
-                           allow_bucket_creation=True)
+    fs = s3_filesystem(s3_server)
     fs.create_dir("corpus")
     fs.create_dir("results")
     rows = corpus_rows(2000)
