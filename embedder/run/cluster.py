@@ -41,8 +41,13 @@ def init_ray() -> None:
     address = os.environ.get("RAY_ADDRESS")
     kwargs: dict[str, Any] = {"address": address} if address else {"include_dashboard": False}
     level = "DEBUG" if debug else "WARNING"
+    root = logging.getLogger()
+    handlers_before = list(root.handlers)
     ray.init(logging_level=logging.DEBUG if debug else logging.WARNING, log_to_driver=True,
              logging_config=ray.LoggingConfig(log_level=level), **kwargs)
+    if handlers_before:  # the CLI already logs to this terminal: Ray's handler on the root would print each line twice
+        for handler in [h for h in root.handlers if h not in handlers_before]:
+            root.removeHandler(handler)
     if not debug:
         _hide_raylet_messages()
 

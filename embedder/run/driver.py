@@ -223,6 +223,7 @@ class Driver:
         self._refresh(force=True)
         self._heartbeat(final=True)
         outcome.receipts = self.receipts
+        outcome.heartbeats_failing = self._beats.failing
         return outcome
 
     def _settle(self, timeout_s: float = 5.0) -> None:

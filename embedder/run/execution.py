@@ -28,6 +28,8 @@ class RunOutcome:
     error_class: str | None = None
     receipts: list[list[WriteReceipt]] = field(default_factory=list)
     """The sinks' write receipts of this run, per sink (for their commit)."""
+    heartbeats_failing: int = 0
+    """Heartbeats that failed in a row at the end of the loop: the final one does not warn about the same streak."""
 
     @property
     def completed(self) -> bool:

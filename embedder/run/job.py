@@ -19,6 +19,7 @@ from embedder.run.execution import Execution, LocalExecution, RunOutcome
 from embedder.run.exits import end_by_exception
 from embedder.run.prepare import PreparedJob, RunOptions, prepare
 from embedder.run.report import build_report, print_summary
+from embedder.run.resilience import HeartbeatWriter
 from embedder.sinks.base import CommitReceipt
 
 __all__ = ["RunOptions", "execution_for", "finish", "run_job"]
@@ -81,7 +82,8 @@ def finish(job: PreparedJob, execution: Execution, outcome: RunOutcome, out: Tex
     else:
         execution.abort()
     report = build_report(job, outcome, commits)
-    job.ledger.write_heartbeat(Heartbeat(report.progress, final=True))  # the last beat carries the final counts
+    # the last beat carries the final counts; like every heartbeat, it may fail without failing the run
+    HeartbeatWriter(job.ledger, failing=outcome.heartbeats_failing).write(Heartbeat(report.progress, final=True))
     job.ledger.write_report(report)
     print_summary(report, out)
     return report

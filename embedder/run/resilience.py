@@ -25,10 +25,10 @@ T = TypeVar("T")
 class HeartbeatWriter:
     """Writes heartbeats to the ledger; a storage failure is logged once per streak and skipped, never raised."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, *, failing: int = 0) -> None:
         self.ledger = ledger
-        self.failing = 0
-        """Heartbeats failed in a row, up to now."""
+        self.failing = failing
+        """Heartbeats failed in a row, up to now (a writer that takes over a streak starts with it)."""
         self.skipped = 0
         """Heartbeats skipped in the whole run."""
 
