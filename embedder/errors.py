@@ -47,7 +47,14 @@ class SinkError(EmbedderError):
 
 class TooManyFailures(EmbedderError):
     """More than ``limits.max_failed_fraction`` of the rows handled so far were dead-lettered: a systemic cause."""
-class StorageError(EmbedderError):
+class _KeepsFields(EmbedderError):
+    """An error with fields of its own beyond the message: they survive Ray pickling it across processes."""
+
+    def __reduce__(self):
+        return (_rebuild, (type(self), str(self), self.__dict__.copy()))
+
+
+class StorageError(_KeepsFields):
     """A storage operation failed (see :mod:`embedder.storage.errors`, the one place that decides which kind).
 
     ``operation`` is the named operation (``"part write"``, ``"shard read"``...), ``path`` the location shown to
@@ -63,9 +70,6 @@ class StorageError(EmbedderError):
         self.reason = reason
         self.attempts = attempts
 
-    def __reduce__(self):  # keep the fields when Ray pickles the error across processes
-        return (_rebuild, (type(self), str(self), self.__dict__.copy()))
-
 
 class StorageTransient(StorageError):
     """Worth retrying after a backoff: 5xx, SlowDown / throttling, a reset connection, a timeout."""
@@ -77,7 +81,7 @@ class StoragePermanent(StorageError):
     """Retrying cannot help: not found, access denied, no space left on the device, a file that is not valid."""
 
 
-class JinaError(EmbedderError):
+class JinaError(_KeepsFields):
     """A request to the embeddings API failed."""
 
     retryable: bool = False
@@ -90,11 +94,8 @@ class JinaError(EmbedderError):
         self.detail = detail
         self.request_id = request_id
 
-    def __reduce__(self):  # keep the fields when Ray pickles the error across processes
-        return (_rebuild, (type(self), str(self), self.__dict__.copy()))
 
-
-def _rebuild(cls: type[JinaError] | type[StorageError], message: str, state: dict) -> EmbedderError:
+def _rebuild(cls: type[_KeepsFields], message: str, state: dict) -> EmbedderError:
     err = cls.__new__(cls)
     Exception.__init__(err, message)
     err.__dict__.update(state)
